@@ -1,0 +1,187 @@
+"""Objectives: what a dream amplifies, as values that combine (lucent style).
+
+    layer("blocks.4") + classes("dogs")        # two terms, each weight 1
+    0.5 * channels("blocks.3", [3, 17])
+
+An objective maps the activations of the layers it names to a scalar to *maximise*. A sum keeps
+its terms apart: the engine balances their gradients (each scaled to the same mean magnitude
+before the weights apply), because adding raw losses lets one term swamp the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidParameterError
+from .models import LOGITS
+
+__all__ = [
+    "CLASS_GROUPS",
+    "Activations",
+    "Objective",
+    "channels",
+    "classes",
+    "guide",
+    "layer",
+]
+
+Activations = dict[str, torch.Tensor]
+
+
+def _span(a: int, b: int) -> tuple[int, ...]:
+    return tuple(range(a, b + 1))
+
+
+# ImageNet-1k class index groups (inclusive ranges of the standard class order).
+CLASS_GROUPS: dict[str, tuple[int, ...]] = {
+    "dogs": _span(151, 268),
+    "cats": _span(281, 293),  # domestic cats and big cats
+    "birds": _span(7, 24) + _span(80, 100) + _span(127, 146),
+    "fish": _span(0, 6) + _span(389, 397),
+    "insects": _span(300, 326),
+    "buildings": (
+        410, 425, 449, 483, 497, 498, 580, 663, 668, 698, 727, 762, 832, 858, 860, 900,
+    ),  # apiary, barn, boathouse, castle, church, cinema, greenhouse, monastery, mosque, palace,
+    # planetarium, restaurant, stupa, tile roof, tobacco shop, water tower
+}
+
+
+class Objective:
+    """Base of all objectives: a scalar to maximise from named activations."""
+
+    layers: frozenset[str] = frozenset()
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        raise NotImplementedError
+
+    def terms(self) -> Iterator[tuple[float, Objective]]:
+        """The weighted terms whose gradients the engine balances (one for a plain objective)."""
+        yield 1.0, self
+
+    def __add__(self, other: Objective) -> Objective:
+        return Sum(tuple(self.terms()) + tuple(other.terms()))
+
+    def __mul__(self, weight: float) -> Objective:
+        return Sum(tuple((w * weight, t) for w, t in self.terms()))
+
+    __rmul__ = __mul__
+
+
+@dataclass(frozen=True, eq=False)
+class Sum(Objective):
+    parts: tuple[tuple[float, Objective], ...]
+    layers: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", frozenset().union(*(t.layers for _, t in self.parts)))
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return sum((w * t(acts) for w, t in self.parts), torch.zeros(()))
+
+    def terms(self) -> Iterator[tuple[float, Objective]]:
+        yield from self.parts
+
+
+@dataclass(frozen=True, eq=False)
+class LayerObjective(Objective):
+    """DeepDream's classic: the mean squared activation of a layer."""
+
+    name: str
+
+    @property
+    def layers(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({self.name})
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return acts[self.name].pow(2).mean()
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelObjective(Objective):
+    """Mean squared activation of chosen channels of a layer."""
+
+    name: str
+    index: tuple[int, ...]
+
+    @property
+    def layers(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({self.name})
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        a = acts[self.name]
+        if max(self.index) >= a.shape[1]:
+            raise InvalidParameterError(
+                f"layer {self.name!r} has {a.shape[1]} channels; asked for {max(self.index)}"
+            )
+        return a[:, list(self.index)].pow(2).mean()
+
+
+@dataclass(frozen=True, eq=False)
+class ClassObjective(Objective):
+    """A group of ImageNet classes: logsumexp of their logits (any of them may win)."""
+
+    index: tuple[int, ...]
+
+    @property
+    def layers(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({LOGITS})
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return acts[LOGITS][:, list(self.index)].logsumexp(dim=1).mean()
+
+
+@dataclass(frozen=True, eq=False)
+class GuideObjective(Objective):
+    """Grow the guide image's features: each position matches its best guide feature.
+
+    As in the original DeepDream's guided mode, maximise for every spatial position the largest
+    dot product between its feature vector and any of the guide's feature vectors.
+    """
+
+    name: str
+    features: torch.Tensor  # (C, M): the guide's feature vectors at `name`
+
+    @property
+    def layers(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({self.name})
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        a = acts[self.name]
+        x = a.flatten(2)  # (B, C, N)
+        y = self.features.to(a)
+        return torch.einsum("bcn,cm->bnm", x, y).amax(dim=2).mean()
+
+
+def layer(name: str) -> Objective:
+    return LayerObjective(name)
+
+
+def channels(name: str, index: Sequence[int]) -> Objective:
+    if not index or min(index) < 0:
+        raise InvalidParameterError("channels need one or more non-negative indices")
+    return ChannelObjective(name, tuple(index))
+
+
+def classes(group: str | Sequence[int]) -> Objective:
+    if isinstance(group, str):
+        if group not in CLASS_GROUPS:
+            raise InvalidParameterError(
+                f"Unknown class group {group!r}. Valid: {', '.join(CLASS_GROUPS)}."
+            )
+        return ClassObjective(CLASS_GROUPS[group])
+    index = tuple(group)
+    if not index or min(index) < 0 or max(index) > 999:
+        raise InvalidParameterError("ImageNet class indices lie in 0..999")
+    return ClassObjective(index)
+
+
+def guide(name: str, guide_acts: torch.Tensor, max_vectors: int = 4096) -> Objective:
+    """Build a guide objective from the guide image's activations at layer `name`."""
+    y = guide_acts.detach()[0].flatten(1)  # (C, M)
+    if y.shape[1] > max_vectors:  # keep the matching cheap on big guides
+        y = F.adaptive_avg_pool1d(y[None], max_vectors)[0]
+    return GuideObjective(name, y)

@@ -1,0 +1,150 @@
+"""Presets are data: validated specs of a dream that chat users pick by name.
+
+A preset names a model, an objective (weighted terms), and the octave loop's settings. The bot's
+server presets are a base preset plus `DreamOverrides`, resolved by `resolve` like any call.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .jobs import DreamOverrides
+from .models import get_model
+
+__all__ = ["PRESETS", "Preset", "Term", "closest_preset", "resolve"]
+
+
+class Term(BaseModel):
+    """One weighted term of an objective."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["layer", "channels", "classes", "guide"]
+    layer: str | None = None
+    channels: tuple[int, ...] = ()
+    classes: str | tuple[int, ...] | None = None
+    weight: float = 1.0
+
+
+class Preset(BaseModel):
+    """Everything a dream needs but the image and the seed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str
+    model: str = "efficientnet_lite0"
+    terms: tuple[Term, ...]
+    octaves: int = Field(5, ge=1, le=10)
+    octave_scale: float = Field(1.4, ge=1.1, le=2.0)
+    steps: int = Field(10, ge=1, le=100)
+    step_size: float = Field(0.01, gt=0, le=0.1)
+    jitter: int = Field(32, ge=0, le=256)
+    strength: float = Field(1.0, ge=0.1, le=4.0)
+    max_size: int = Field(1024, ge=32, le=8192)
+    tile_size: int = Field(2048, ge=64, le=8192)
+
+    @property
+    def layers(self) -> list[str]:
+        return [t.layer for t in self.terms if t.layer]
+
+
+def _layer(name: str, weight: float = 1.0) -> Term:
+    return Term(kind="layer", layer=name, weight=weight)
+
+
+def _classes(group: str, weight: float = 1.0) -> Term:
+    return Term(kind="classes", classes=group, weight=weight)
+
+
+def _animal(name: str, description: str, group: str) -> Preset:
+    # Measured: blocks.4 grows heads (eyes, noses, snouts); the class term picks *which* animal.
+    return Preset(name=name, description=description, terms=(_layer("blocks.4"), _classes(group)))
+
+
+_ALL = [
+    Preset(
+        name="default",
+        description="Classic DeepDream: eyes, snouts and swirls grow out of everything",
+        terms=(_layer("blocks.4"),),
+    ),
+    _animal("dogs", "Dog faces everywhere: the classic 'puppyslug' look", "dogs"),
+    _animal("cats", "Cat faces and fur", "cats"),
+    _animal("birds", "Beaks, feathers and bird heads", "birds"),
+    _animal("fish", "Scales, fins and fish", "fish"),
+    _animal("insects", "Legs, wings and shells of insects", "insects"),
+    Preset(
+        name="eyes",
+        description="Eyes, eyes everywhere",
+        terms=(_layer("blocks.4"), _layer("blocks.3", 0.5)),
+        strength=1.2,
+    ),
+    _animal("buildings", "Arches, towers and roofs", "buildings"),
+    Preset(
+        name="edges",
+        description="Low layer: fine strokes and edges",
+        terms=(_layer("blocks.1"),),
+        octaves=4,
+    ),
+    Preset(
+        name="patterns",
+        description="Middle layer: textures and repeating patterns",
+        terms=(_layer("blocks.3"),),
+    ),
+    Preset(
+        name="objects",
+        description="High layer: object parts (heads, wheels, windows)",
+        terms=(_layer("blocks.6"),),
+    ),
+    Preset(
+        name="guide",
+        description="Grow the features of a guide image into your photo",
+        terms=(Term(kind="guide", layer="blocks.4"),),
+    ),
+]
+
+PRESETS: dict[str, Preset] = {p.name: p for p in _ALL}
+
+
+def closest_preset(name: str) -> str:
+    """The message for an unknown preset: the nearest valid name, then all of them."""
+    close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown preset {name!r}.{hint} Presets: {', '.join(PRESETS)}."
+
+
+def _translate_layer(layer: str, src_model: str, dst_model: str) -> str:
+    """Map a layer of one model to the layer at the same relative depth of another."""
+    src, dst = get_model(src_model), get_model(dst_model)
+    names = [li.name for li in src.layers]
+    if layer in (li.name for li in dst.layers):
+        return layer
+    pos = names.index(layer) / max(1, len(names) - 1)
+    return dst.layers[round(pos * (len(dst.layers) - 1))].name
+
+
+def resolve(preset: Preset | str, overrides: DreamOverrides | None = None) -> Preset:
+    """Apply overrides to a preset; the result is validated like any preset."""
+    base = PRESETS[preset] if isinstance(preset, str) else preset
+    o = overrides or DreamOverrides()
+    model = o.model or base.model
+    info = get_model(model)  # raises UnknownModelError with a hint
+    terms = list(base.terms)
+    if model != base.model:
+        terms = [
+            t.model_copy(update={"layer": _translate_layer(t.layer, base.model, model)})
+            if t.layer
+            else t
+            for t in terms
+        ]
+    if o.layer:
+        info.layer(o.layer)  # raises UnknownLayerError with a hint
+        if any(t.layer for t in terms):
+            terms = [t.model_copy(update={"layer": o.layer}) if t.layer else t for t in terms]
+        else:
+            terms.insert(0, _layer(o.layer))
+    update = {k: v for k, v in o.model_dump().items() if v is not None and k not in ("model", "layer")}
+    return Preset.model_validate({**base.model_dump(), **update, "model": model, "terms": terms})
