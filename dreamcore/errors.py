@@ -13,12 +13,20 @@ __all__ = [
     "ImageError",
     "ImageTooLargeError",
     "InvalidParameterError",
+    "JobCancelledError",
+    "JobTimeoutError",
+    "OwnerLimitError",
+    "PoolBusyError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolStartError",
     "UnknownLayerError",
     "UnknownModelError",
     "UnknownPresetError",
     "UnsupportedImageError",
     "WeightsError",
     "WeightsUnavailableError",
+    "WorkerCrashedError",
 ]
 
 
@@ -68,3 +76,49 @@ class WeightsUnavailableError(WeightsError):
 
 class DreamCancelled(DreamError):
     """The caller asked the engine to stop; raised between two steps."""
+
+
+class PoolError(DreamError):
+    """The worker pool could not take, finish or keep a job (the dream itself was not at fault)."""
+
+
+class PoolBusyError(PoolError):
+    """The queue is full: refused at once, so the caller can say "try again later"."""
+
+    def __init__(self, queue_length: int, message: str | None = None) -> None:
+        super().__init__(message or f"the dream queue is full ({queue_length} jobs waiting)")
+        self.queue_length = queue_length
+
+    def __reduce__(self) -> tuple[type[PoolBusyError], tuple[int, str]]:
+        return type(self), (self.queue_length, str(self))
+
+
+class OwnerLimitError(PoolError):
+    """This owner already has as many jobs queued or running as the pool allows."""
+
+    def __init__(self, limit: int, message: str | None = None) -> None:
+        super().__init__(message or f"at most {limit} dreams per person may be queued or running")
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[type[OwnerLimitError], tuple[int, str]]:
+        return type(self), (self.limit, str(self))
+
+
+class JobTimeoutError(PoolError):
+    """The job ran past its time limit and was stopped."""
+
+
+class JobCancelledError(PoolError):
+    """The job was cancelled by its caller before it finished."""
+
+
+class WorkerCrashedError(PoolError):
+    """The worker process died while running the job (killed, out of memory, crashed)."""
+
+
+class PoolClosedError(PoolError):
+    """The pool is not running (not started, or shut down before the job could finish)."""
+
+
+class PoolStartError(PoolError):
+    """A worker could not start or load its models in time."""

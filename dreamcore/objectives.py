@@ -44,7 +44,22 @@ CLASS_GROUPS: dict[str, tuple[int, ...]] = {
     "fish": _span(0, 6) + _span(389, 397),
     "insects": _span(300, 326),
     "buildings": (
-        410, 425, 449, 483, 497, 498, 580, 663, 668, 698, 727, 762, 832, 858, 860, 900,
+        410,
+        425,
+        449,
+        483,
+        497,
+        498,
+        580,
+        663,
+        668,
+        698,
+        727,
+        762,
+        832,
+        858,
+        860,
+        900,
     ),  # apiary, barn, boathouse, castle, church, cinema, greenhouse, monastery, mosque, palace,
     # planetarium, restaurant, stupa, tile roof, tobacco shop, water tower
 }

@@ -62,7 +62,14 @@ def _classes(group: str, weight: float = 1.0) -> Term:
 
 def _animal(name: str, description: str, group: str) -> Preset:
     # Measured: blocks.4 grows heads (eyes, noses, snouts); the class term picks *which* animal.
-    return Preset(name=name, description=description, terms=(_layer("blocks.4"), _classes(group)))
+    # 15 steps of 0.015 per octave: heads you can see even on the dark Hubble field.
+    return Preset(
+        name=name,
+        description=description,
+        terms=(_layer("blocks.4"), _classes(group)),
+        steps=15,
+        step_size=0.015,
+    )
 
 
 _ALL = [
@@ -146,5 +153,7 @@ def resolve(preset: Preset | str, overrides: DreamOverrides | None = None) -> Pr
             terms = [t.model_copy(update={"layer": o.layer}) if t.layer else t for t in terms]
         else:
             terms.insert(0, _layer(o.layer))
-    update = {k: v for k, v in o.model_dump().items() if v is not None and k not in ("model", "layer")}
+    update = {
+        k: v for k, v in o.model_dump().items() if v is not None and k not in ("model", "layer")
+    }
     return Preset.model_validate({**base.model_dump(), **update, "model": model, "terms": terms})

@@ -1,0 +1,146 @@
+"""The main loop of a pool worker process: load the models once, then dream job after job.
+
+It runs in a `spawn`ed child of `DreamPool` and talks to it over two one-way pipes. The messages
+are plain tuples, all defined here, so the whole protocol can be read in one place:
+
+    pool -> worker   (seq, image bytes, JobSpec)           one job; EOF on the pipe means "stop"
+    worker -> pool   (READY, pid)                          models loaded, waiting for jobs
+                     (START_FAILED, DreamError, traceback) could not load; the process then exits
+                     (STARTED, seq)
+                     (PROGRESS, seq, Progress)             throttled, see PROGRESS_INTERVAL_S
+                     (FINISHED, seq, JobResult)
+                     (FAILED, seq, DreamError, traceback)  traceback only for unexpected errors
+
+Cancellation needs no message: the pool writes the seq of the job to stop into a shared integer,
+which `should_cancel` reads between two engine steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import time
+import traceback
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .errors import DreamError
+from .jobs import Progress
+
+__all__ = ["worker_main"]
+
+log = logging.getLogger(__name__)
+
+READY = "ready"
+START_FAILED = "start_failed"
+STARTED = "started"
+PROGRESS = "progress"
+FINISHED = "finished"
+FAILED = "failed"
+
+# One progress message per 0.1 s is plenty for a chat message and keeps tiny jobs cheap;
+# the first and the last step are always sent.
+PROGRESS_INTERVAL_S = 0.1
+
+
+def worker_main(
+    slot: int,
+    device: str,
+    models: Sequence[str],
+    threads: int,
+    jobs: Connection,
+    events: Connection,
+    cancel: ctypes.c_int64,
+) -> None:
+    """Entry point of the child process; returns (and the process exits) when `jobs` closes."""
+    # Ctrl-C reaches the whole process group; the pool, not the terminal, decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        # Fails only if something ran torch before us; the default is then no harm.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
+        from .runner import run_job, warm_up
+
+        warm_up(models, device)
+    except BaseException as exc:
+        error, tb = portable_error(exc)
+        _send(events, (START_FAILED, error, tb))
+        return
+    if not _send(events, (READY, os.getpid())):
+        return
+
+    while True:
+        try:
+            seq, image, spec = jobs.recv()
+        except (EOFError, OSError):
+            break
+        if not _send(events, (STARTED, seq)):
+            break
+        last = 0.0
+
+        def progress(p: Progress, seq: int = seq) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
+                last = now
+                _send(events, (PROGRESS, seq, p))
+
+        def should_cancel(seq: int = seq) -> bool:
+            # A worker whose pool died stops too, instead of dreaming for nobody.
+            return cancel.value == seq or os.getppid() != parent
+
+        try:
+            result = run_job(
+                image, spec, device=device, progress=progress, should_cancel=should_cancel
+            )
+            reply: tuple[Any, ...] = (FINISHED, seq, result)
+        except Exception as exc:
+            reply = (FAILED, seq, *portable_error(exc))
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back
+        del image
+        if not _send(events, reply):
+            break
+    jobs.close()
+    events.close()
+
+
+def portable_error(exc: BaseException) -> tuple[DreamError, str | None]:
+    """The error to send to the pool, and a traceback when it was not one we raise on purpose.
+
+    A DreamError crosses as itself (same class, same message); anything else becomes a
+    DreamError with a short message, and its traceback goes along to be logged by the pool.
+    """
+    if isinstance(exc, DreamError):
+        try:
+            clone = pickle.loads(pickle.dumps(exc))
+            if type(clone) is type(exc) and str(clone) == str(exc):
+                return exc, None
+        except Exception:
+            pass
+        return DreamError(str(exc)), _format(exc)
+    first_line = (str(exc).strip().splitlines() or [""])[0][:160]
+    message = f"unexpected {type(exc).__name__} in the dream worker"
+    return DreamError(f"{message}: {first_line}" if first_line else message), _format(exc)
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+def _send(conn: Connection, message: tuple[Any, ...]) -> bool:
+    """Send to the pool; False when the pool has gone (then there is nobody left to work for)."""
+    try:
+        conn.send(message)
+    except (OSError, ValueError):
+        return False
+    return True

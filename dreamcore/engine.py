@@ -1,0 +1,227 @@
+"""The octave loop: gradient ascent on the image itself, small scale to large.
+
+Tensors in, tensor out; no I/O and no printing. Progress goes out through a callback and
+cancellation comes in through another, checked between steps.
+
+Choices, each made by looking at the pictures (see DREAM_NOTES.md):
+- the gradient is normalised band by band on a Laplacian pyramid, which grows faces, not blobs;
+- the chroma of every step is damped in YCbCr, so dark photos do not drift to neon green;
+- terms of a summed objective are balanced at the shallowest layer they share: each term's
+  gradient there is scaled to unit mean magnitude before the weights apply, and one backward
+  pass carries the sum to the pixels (so balancing costs almost nothing over the floor);
+- big images are processed in overlapping tiles, the tile grid shifting with the jitter, so
+  memory is bounded and no seam stays put long enough to show.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import DreamCancelled, InvalidParameterError
+from .jobs import Progress
+from .models import DreamNet
+from .objectives import Objective
+
+__all__ = ["DreamParams", "dream", "gradient", "octave_sizes"]
+
+ProgressFn = Callable[[Progress], None]
+CancelFn = Callable[[], bool]
+
+# RGB -> YCbCr (BT.601) and back, for damping the colour of each step.
+_YCBCR = torch.tensor(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)
+
+
+@dataclass(frozen=True)
+class DreamParams:
+    """The octave loop's knobs; presets fill them, users may override them."""
+
+    octaves: int = 5
+    octave_scale: float = 1.4
+    steps: int = 10
+    step_size: float = 0.01
+    jitter: int = 32
+    tile_size: int = 2048
+    chroma: float = 0.3
+    pyramid_levels: int = 4
+    min_octave_side: int = 48
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.octaves < 1 or self.steps < 1:
+            raise InvalidParameterError("octaves and steps must be at least 1")
+        if self.octave_scale <= 1.0:
+            raise InvalidParameterError("octave_scale must be above 1")
+        if self.tile_size < 64:
+            raise InvalidParameterError("tile_size must be at least 64")
+
+
+def octave_sizes(size: tuple[int, int], params: DreamParams) -> list[tuple[int, int]]:
+    """(H, W) of each octave, smallest first, ending at `size`; too-small octaves are dropped."""
+    h, w = size
+    sizes = []
+    for i in range(params.octaves - 1, -1, -1):
+        s = params.octave_scale**i
+        oh, ow = round(h / s), round(w / s)
+        if min(oh, ow) >= params.min_octave_side or i == 0:
+            sizes.append((oh, ow))
+    return sizes
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def dream(
+    image: torch.Tensor,
+    net: DreamNet,
+    objective: Objective,
+    params: DreamParams,
+    *,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> torch.Tensor:
+    """Dream `image` (3, H, W) in [0, 1] at its own size; returns a new tensor of that shape."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise InvalidParameterError("image must be a (3, H, W) tensor")
+    device = next(net.parameters()).device
+    base = image.to(device=device, dtype=torch.float32)[None]
+    gen = torch.Generator().manual_seed(params.seed)
+    sizes = octave_sizes(tuple(base.shape[-2:]), params)  # type: ignore[arg-type]
+    total = len(sizes) * params.steps
+    detail = torch.zeros_like(_resize(base, sizes[0]))
+    done = 0
+    for o, size in enumerate(sizes):
+        octave_base = _resize(base, size)
+        img = (octave_base + _resize(detail, size)).clamp_(0, 1)
+        for s in range(params.steps):
+            if should_cancel is not None and should_cancel():
+                raise DreamCancelled("dream cancelled")
+            img = _step(img, net, objective, params, gen)
+            done += 1
+            if progress is not None:
+                progress(Progress(done / total, o + 1, len(sizes), s + 1, params.steps))
+        detail = img - octave_base
+    return (base + detail).clamp_(0, 1)[0].to(image.device)
+
+
+def _step(
+    img: torch.Tensor,
+    net: DreamNet,
+    objective: Objective,
+    params: DreamParams,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    j = params.jitter
+    dy, dx = (torch.randint(-j, j + 1, (2,), generator=gen).tolist()) if j else (0, 0)
+    shifted = torch.roll(img, shifts=(dy, dx), dims=(2, 3))
+    g = gradient(shifted, net, objective, params.tile_size)
+    g = torch.roll(g, shifts=(-dy, -dx), dims=(2, 3))
+    g = pyramid_normalize(g, params.pyramid_levels)
+    g = damp_chroma(g, params.chroma)
+    g = g / (g.abs().mean() + 1e-8)
+    stepped = (img + params.step_size * g).clamp_(0, 1)
+    # Clamping dark pixels keeps some colour pushes and drops their opposites: re-centre the
+    # colour of the step as it really landed, so no hue accumulates over the whole picture.
+    return (img + _center_chroma(stepped - img)).clamp_(0, 1)
+
+
+def gradient(x: torch.Tensor, net: DreamNet, objective: Objective, tile_size: int) -> torch.Tensor:
+    """d objective / d pixels, tile by tile when the image is larger than a tile."""
+    _, _, h, w = x.shape
+    if max(h, w) <= tile_size:
+        return _gradient(x, net, objective)
+    margin = max(16, tile_size // 16)  # context around each tile, cropped off afterwards
+    out = torch.zeros_like(x)
+    for (y0, y1), (x0, x1) in _tiles(h, w, tile_size):
+        ya, yb = max(0, y0 - margin), min(h, y1 + margin)
+        xa, xb = max(0, x0 - margin), min(w, x1 + margin)
+        g = _gradient(x[:, :, ya:yb, xa:xb], net, objective)
+        # A tile's objective is a mean over the tile: weight by its share of the whole image.
+        g = g * ((yb - ya) * (xb - xa) / (h * w))
+        out[:, :, y0:y1, x0:x1] = g[:, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    return out
+
+
+def _tiles(h: int, w: int, tile: int) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
+    ny, nx = math.ceil(h / tile), math.ceil(w / tile)
+    ys = [round(i * h / ny) for i in range(ny + 1)]
+    xs = [round(i * w / nx) for i in range(nx + 1)]
+    for i in range(ny):
+        for k in range(nx):
+            yield (ys[i], ys[i + 1]), (xs[k], xs[k + 1])
+
+
+def _gradient(x: torch.Tensor, net: DreamNet, objective: Objective) -> torch.Tensor:
+    terms = list(objective.terms())
+    x = x.detach().requires_grad_(True)
+    if len(terms) == 1:
+        w, term = terms[0]
+        acts = net(x, term.layers)
+        (g,) = torch.autograd.grad(w * term(acts), x)
+        return g
+    # Balance the terms where they first meet: run up to the shallowest layer they need, take each
+    # term's gradient there, scale each to unit mean |g|, then one backward pass to the pixels.
+    junction = min((name for _, t in terms for name in t.layers), key=net.depth_of)
+    (h,) = net(x, [junction]).values()
+    hd = h.detach().requires_grad_(True)
+    deeper = set().union(*(t.layers for _, t in terms))
+    acts = {junction: hd}
+    if deeper - {junction}:
+        acts.update(net.run_from(hd, junction, deeper - {junction}))
+    total = torch.zeros_like(hd)
+    for w, term in terms:
+        (gt,) = torch.autograd.grad(term(acts), hd, retain_graph=True)
+        total += w * gt / (gt.abs().mean() + 1e-12)
+    (g,) = torch.autograd.grad(h, x, grad_outputs=total)
+    return g
+
+
+def pyramid_normalize(g: torch.Tensor, levels: int) -> torch.Tensor:
+    """Split into Laplacian bands, scale each to unit std, recombine: all scales get a say."""
+    bands = []
+    cur = g
+    for _ in range(levels - 1):
+        if min(cur.shape[-2:]) < 4:
+            break
+        low = F.avg_pool2d(cur, 2, ceil_mode=True)
+        bands.append(cur - _up(low, cur.shape[-2:]))
+        cur = low
+    bands.append(cur)
+    out = bands[-1] / (bands[-1].std() + 1e-8)
+    for band in reversed(bands[:-1]):
+        out = _up(out, band.shape[-2:]) + band / (band.std() + 1e-8)
+    return out
+
+
+def _up(x: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def damp_chroma(g: torch.Tensor, chroma: float) -> torch.Tensor:
+    """Scale the colour (Cb, Cr) part of a step and remove its mean, keep its brightness part.
+
+    Without the mean removal, small same-signed colour steps add up over hundreds of steps into
+    a cast over the whole picture (dark photos drift to green).
+    """
+    m = _YCBCR.to(g)
+    ycc = torch.einsum("ij,bjhw->bihw", m, g)
+    c = ycc[:, 1:]
+    ycc = torch.cat([ycc[:, :1], chroma * (c - c.mean(dim=(2, 3), keepdim=True))], dim=1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), ycc)
+
+
+def _center_chroma(d: torch.Tensor) -> torch.Tensor:
+    """Remove the picture-wide mean of the colour part of a change, keep everything else."""
+    m = _YCBCR.to(d)
+    mean = torch.einsum("ij,bj->bi", m, d.mean(dim=(2, 3)))
+    mean[:, 0] = 0
+    return d - torch.einsum("ij,bj->bi", torch.linalg.inv(m), mean)[:, :, None, None]

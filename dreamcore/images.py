@@ -1,0 +1,298 @@
+"""Bytes <-> image: decoding with limits, orientation and alpha; encoding to a byte budget.
+
+Chat users send anything, so the bytes decide what a file is (never its name or MIME type), the
+pixel count is checked from the header before any pixel is decoded, and every failure becomes a
+typed `ImageError` whose message a chat user can read. Only the first frame of an animation is
+dreamed. Alpha travels beside the RGB picture, because the networks only see three channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from .errors import (
+    CorruptImageError,
+    ImageError,
+    ImageTooLargeError,
+    InvalidParameterError,
+    UnsupportedImageError,
+)
+from .jobs import DEFAULT_OUTPUT_BUDGET
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "DecodedImage",
+    "decode_image",
+    "encode_image",
+    "resize_image",
+    "to_image",
+    "to_tensor",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 40_000_000
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+_FORMAT_NAMES = "JPEG, PNG, WebP, GIF or BMP"
+# Errors Pillow's decoders raise on damaged data; anything else is a bug worth seeing.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+_MIN_BUDGET = 1024
+_LOSSY_QUALITIES = (92, 85, 75, 60)
+_DOWNSCALE_STEP = 0.8
+# Hard limits of the encoders: a larger side fails inside libjpeg / libwebp.
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An input ready to dream: RGB pixels, the alpha to put back afterwards, where it came from."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None
+    format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.size
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode untrusted bytes into upright RGB (+ alpha), refusing anything unsafe or unreadable."""
+    if max_pixels < 1:
+        raise InvalidParameterError(f"max_pixels must be positive, not {max_pixels}.")
+    if not data:
+        raise UnsupportedImageError("The file is empty, so there is no image to dream on.")
+    # Pillow reports a bomb as a warning below twice its global limit; turn it into an error we
+    # can map, and keep its other (cosmetic) warnings away from the caller's warning filters.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with _open(data, max_pixels) as image:
+                fmt = image.format or "unknown"
+                _load(image, fmt)
+                upright = _apply_orientation(image)
+            rgb, alpha = _split_alpha(upright)
+        finally:
+            for warning in caught:
+                logger.debug("Pillow warned while decoding: %s", warning.message)
+    return DecodedImage(rgb=rgb, alpha=alpha, format=fmt)
+
+
+def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
+    """Identify the format and read the header only; check the pixel count before any decoding."""
+    try:
+        image = Image.open(BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error() from exc
+    except ValueError as exc:
+        # PNG text and ICC chunks are inflated during open, under a size cap.
+        if "too large" in str(exc).lower():
+            raise _bomb_error() from exc
+        raise _unreadable_error(data) from exc
+    except _DECODE_ERRORS as exc:  # UnidentifiedImageError included
+        raise _unreadable_error(data) from exc
+
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLargeError(
+            f"That image is {width}x{height} pixels, more than the {max_pixels:,} I can dream on; "
+            "please send a smaller one."
+        )
+    return image
+
+
+def _load(image: ImageFile.ImageFile, fmt: str) -> None:
+    """Decode the first frame's pixels; a damaged file is the user's to fix, not a crash."""
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error() from exc
+    except _DECODE_ERRORS as exc:
+        raise _corrupt_error(fmt) from exc
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    """Turn phone photos upright; a broken EXIF block is not worth refusing good pixels for."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (*_DECODE_ERRORS, KeyError, TypeError) as exc:
+        logger.warning("Ignoring unreadable EXIF orientation: %s", exc)
+        return image.copy()
+
+
+def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Reduce any mode to RGB plus an "L" alpha that is None unless some pixel is see-through."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return _split_sixteen_bit(image)
+    try:
+        if image.mode in _ALPHA_MODES or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            return rgba.convert("RGB"), _real_alpha(rgba.getchannel("A"))
+        return image.convert("RGB"), None
+    except ValueError as exc:  # a colour mode Pillow cannot convert to RGB
+        raise UnsupportedImageError(
+            f"That image uses a colour mode ({image.mode}) I cannot read; "
+            "please send it as an ordinary RGB picture."
+        ) from exc
+
+
+def _split_sixteen_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Scale 16-bit grey to 8 bits; Pillow's own convert clips everything above 255 to white."""
+    values = np.asarray(image).astype(np.int64)
+    grey = np.rint(np.clip(values, 0, 65_535) / 257.0).astype(np.uint8)
+    rgb = Image.fromarray(grey).convert("RGB")
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):
+        alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8))
+        return rgb, _real_alpha(alpha)
+    return rgb, None
+
+
+def _real_alpha(alpha: Image.Image) -> Image.Image | None:
+    """Drop an alpha channel that hides nothing, so the output can be a plain JPEG."""
+    return None if alpha.getextrema() == (255, 255) else alpha
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The accepted format the first bytes announce, to tell "damaged" from "not an image"."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    # "BM" alone is too weak (text can start with it): also ask for a known DIB header size.
+    if data.startswith(b"BM") and len(data) >= 18:
+        (dib_size,) = struct.unpack_from("<I", data, 14)
+        if dib_size in (12, 16, 40, 52, 56, 64, 108, 124):
+            return "BMP"
+    return None
+
+
+def _unreadable_error(data: bytes) -> ImageError:
+    """Pillow could not even read the header: damaged if the bytes announce a format we take."""
+    claimed = _claimed_format(data)
+    if claimed is None:
+        return UnsupportedImageError(
+            f"That file is not an image I can read; please send a {_FORMAT_NAMES}."
+        )
+    return _corrupt_error(claimed)
+
+
+def _corrupt_error(fmt: str) -> CorruptImageError:
+    name = {"WEBP": "WebP", "MPO": "JPEG"}.get(fmt, fmt)
+    return CorruptImageError(f"That {name} image is damaged or cut short; please send it again.")
+
+
+def _bomb_error() -> ImageTooLargeError:
+    return ImageTooLargeError(
+        "That image claims far more pixels than its size allows, so I will not open it; "
+        "please send a normal picture."
+    )
+
+
+def encode_image(
+    rgb: Image.Image,
+    alpha: Image.Image | None = None,
+    *,
+    budget: int = DEFAULT_OUTPUT_BUDGET,
+) -> tuple[bytes, str]:
+    """Encode for upload: lossless PNG when it fits, else lossy, shrinking only as a last resort.
+
+    Returns the bytes and their format ("png", "jpeg" or "webp"); the bytes never exceed `budget`.
+    WebP replaces JPEG when there is alpha, since JPEG would lose the transparency.
+    """
+    if budget < _MIN_BUDGET:
+        raise InvalidParameterError(
+            f"An output budget of {budget} bytes is too small; it must be at least 1 KiB."
+        )
+    image = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
+    if alpha is not None:
+        # The engine may hand back a resized picture; the mask follows the picture.
+        alpha = alpha.convert("L")
+        if alpha.size != image.size:
+            alpha = resize_image(alpha, image.size)
+        image = image.copy()
+        image.putalpha(alpha)
+
+    png = _save(image, "PNG")
+    if len(png) <= budget:
+        return png, "png"
+
+    fmt = "WEBP" if alpha is not None else "JPEG"
+    image = _cap_side(image, _MAX_SIDE[fmt])
+    while True:
+        for quality in _LOSSY_QUALITIES:
+            data = _save(image, fmt, quality=quality)
+            if len(data) <= budget:
+                if image.size != rgb.size:
+                    logger.info("Downscaled %s to %s to fit %d bytes", rgb.size, image.size, budget)
+                return data, fmt.lower()
+        width, height = image.size
+        if width == 1 and height == 1:
+            raise InvalidParameterError(
+                f"An output budget of {budget} bytes is too small for even a single pixel."
+            )
+        # Bytes grow with the pixel count: jump straight to about the right size when far over.
+        scale = min(_DOWNSCALE_STEP, 0.95 * math.sqrt(budget / len(data)))
+        image = resize_image(image, (max(1, round(width * scale)), max(1, round(height * scale))))
+
+
+def _cap_side(image: Image.Image, max_side: int) -> Image.Image:
+    width, height = image.size
+    if max(width, height) <= max_side:
+        return image
+    scale = max_side / max(width, height)
+    return resize_image(image, (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+def _save(image: Image.Image, fmt: str, **params: int | bool) -> bytes:
+    if fmt == "JPEG":
+        params["optimize"] = True
+    buffer = BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def resize_image(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize with LANCZOS, the one filter the engine's octaves and the encoder agree on."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"An image size must be positive, not {width}x{height}.")
+    return img.resize((int(width), int(height)), Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """A (3, H, W) float32 tensor in [0, 1], the layout torch models expect."""
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    # np.array copies into a writable buffer; torch warns on Pillow's read-only one.
+    array = np.array(rgb, dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
+
+
+def to_image(t: torch.Tensor) -> Image.Image:
+    """The inverse of `to_tensor`; values outside [0, 1] (and NaN) are clamped, not wrapped."""
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise ValueError(f"Expected a (3, H, W) tensor, got shape {tuple(t.shape)}.")
+    pixels = t.detach().to(device="cpu", dtype=torch.float32)
+    pixels = pixels.nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    array = pixels.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(array)

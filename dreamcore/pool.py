@@ -1,0 +1,864 @@
+"""A pool of worker processes that dream jobs for an asyncio caller (the bot) off its event loop.
+
+Each worker is a `spawn`ed process (main loop in `_worker`) that loads its models once and then
+runs one job at a time. The caller submits image bytes and a `JobSpec`, gets a `Job` back at
+once, and awaits its result or iterates its events while the event loop keeps serving chat.
+
+How it works, and the choices the issue left open:
+
+- Talking to a worker: two one-way pipes per worker. Jobs go out through a writer thread (so a
+  large image never blocks the event loop); messages come back through a reader thread that
+  hands each one to the loop with `call_soon_threadsafe`. All pool state lives on the loop
+  thread. EOF on a worker's pipe means its process exited: that is how a crash is noticed, and
+  `Process.exitcode` says how it died.
+- Dispatch: a FIFO queue, and jobs handed to idle workers whenever something changes (a submit,
+  a worker becoming idle or ready); with several devices, to the least busy device first.
+- Back-pressure: `max_queue` bounds the jobs *waiting* (running ones not counted). A submit that
+  would go past it fails at once with `PoolBusyError(queue_length)`.
+- Per-owner limit: enforced here, not in the bot. `max_per_owner` counts an owner's queued plus
+  running jobs; the bot passes the Discord user id as `owner`. Over it: `OwnerLimitError(limit)`.
+- Events: `JobQueued(position)` at submit and again each time the job moves up the queue,
+  `JobStarted(worker)` when the worker takes it, `JobProgress` at most every 0.1 s (first and last
+  step always), then exactly one terminal `JobFinished` or `JobFailed`.
+- Cancellation and time limits are cooperative and need no round trip: each worker has a shared
+  integer; the pool writes the number of the job to stop into it and the engine's
+  `should_cancel` reads it between steps. The caller is answered at once (`JobCancelledError`,
+  `JobTimeoutError`); the worker stays busy until it reports that it stopped (one engine step),
+  then takes the next job. If it has not stopped after `cancel_grace_s`, it is killed and
+  replaced. `cancel()` returns True when it ended the job, False when the job had already ended.
+- Time limit: `job_timeout_s` (or submit's `timeout_s`) counts from the hand-over to a worker,
+  not from submit: waiting in the queue is bounded by the queue, not charged to the job.
+- Crashes: the job of a worker that dies fails with `WorkerCrashedError` and is not retried
+  (the job itself may be what killed the worker: a huge image would then kill a second one).
+  A replacement starts at once; if a replacement fails to load, it is tried again after 1, 2,
+  4 ... 60 s, and while no worker is ready, queued jobs fail with `WorkerCrashedError` instead of
+  waiting for a worker that may never come. Kills by the pool count as restarts too.
+- Readiness: `ready` is True once every worker has loaded its models (and False again while a
+  replacement loads, or once closing starts).
+- Statistics: the terminal counters are disjoint (done, failed, cancelled, timed_out; jobs
+  refused at submit are `rejected`; jobs ended by `close` are `cancelled`). Job times are from
+  hand-over to result of successful jobs, over the last 1000; 0.0 until the first one.
+- Close: queued jobs fail with `PoolClosedError` at once, running jobs get up to `grace_s` to
+  finish and are then cancelled with `PoolClosedError`; workers are told to stop, killed if they
+  have not exited within `cancel_grace_s`, and joined. Workers are daemonic, so even an
+  interpreter exit without `close()` ends them, and a worker whose parent died stops its job at
+  the next step and exits.
+- Errors from a worker arrive as the same DreamError class with the same message; anything
+  unexpected arrives as a plain DreamError and its traceback is logged here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any
+
+from . import _worker
+from .errors import (
+    DreamCancelled,
+    DreamError,
+    InvalidParameterError,
+    JobCancelledError,
+    JobTimeoutError,
+    OwnerLimitError,
+    PoolBusyError,
+    PoolClosedError,
+    PoolStartError,
+    WorkerCrashedError,
+)
+from .jobs import JobResult, JobSpec, Progress
+
+__all__ = [
+    "DreamPool",
+    "Job",
+    "JobEvent",
+    "JobFailed",
+    "JobFinished",
+    "JobProgress",
+    "JobQueued",
+    "JobStarted",
+    "PoolConfig",
+    "PoolStats",
+]
+
+log = logging.getLogger(__name__)
+
+_TIMES_KEPT = 1000
+_MAX_RESTART_DELAY_S = 60.0
+_STOP = object()  # tells a writer thread to close its pipe: the worker then exits
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How many workers, where, with which models, and the pool's limits."""
+
+    workers_per_device: int = 1
+    devices: tuple[str, ...] | None = None  # None: every CUDA device, else ("cpu",)
+    cpu_workers: int | None = None  # None: 1 worker on CPU
+    torch_threads: int | None = None  # None: cores // workers (at least 1)
+    models: tuple[str, ...] = ("efficientnet_lite0",)
+    max_queue: int = 32
+    max_per_owner: int | None = None  # queued + running per owner; None = no limit
+    job_timeout_s: float = 300.0
+    start_timeout_s: float = 300.0
+    cancel_grace_s: float = 30.0  # a cancelled worker that has not stopped by then is killed
+
+    def __post_init__(self) -> None:
+        if self.workers_per_device < 1 or (self.cpu_workers is not None and self.cpu_workers < 1):
+            raise InvalidParameterError("a pool needs at least one worker per device")
+        if self.devices is not None and not self.devices:
+            raise InvalidParameterError("devices must name at least one device (or be None)")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise InvalidParameterError("torch_threads must be at least 1")
+        if not self.models:
+            raise InvalidParameterError("workers must load at least one model")
+        if self.max_queue < 0:
+            raise InvalidParameterError("max_queue must not be negative")
+        if self.max_per_owner is not None and self.max_per_owner < 1:
+            raise InvalidParameterError("max_per_owner must be at least 1 (or None)")
+        if min(self.job_timeout_s, self.start_timeout_s, self.cancel_grace_s) <= 0:
+            raise InvalidParameterError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot for the bot's status command and a health check."""
+
+    workers: int  # workers alive with their models loaded
+    queued: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+    timed_out: int
+    restarts: int
+    mean_s: float
+    p50_s: float
+    p95_s: float
+    idle: int = 0  # ready workers with nothing to do
+    rejected: int = 0  # submits refused (queue full or owner limit)
+
+
+@dataclass(frozen=True)
+class JobQueued:
+    position: int  # 1 = next to start
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    worker: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    error: DreamError
+
+
+JobEvent = JobQueued | JobStarted | JobProgress | JobFinished | JobFailed
+
+
+class Job:
+    """A submitted dream: its events, its result, and a way to cancel it. Made by `submit`."""
+
+    def __init__(
+        self,
+        pool: DreamPool,
+        image: bytes,
+        spec: JobSpec,
+        owner: str | None,
+        timeout_s: float,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.owner = owner
+        self.spec = spec
+        self._pool = pool
+        self._image: bytes | None = image  # dropped once handed to a worker
+        self._timeout_s = timeout_s
+        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._iterated = False
+        self._finished = asyncio.Event()
+        self._result: JobResult | None = None
+        self._error: DreamError | None = None
+        self._position: int | None = None  # in the queue, 1-based; None once handed over
+        self._started_at: float | None = None
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "queued" if self._position else "running"
+        return f"<Job {self.id} owner={self.owner!r} {state}>"
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def events(self) -> AsyncIterator[JobEvent]:
+        """Every event of this job from the start, in order, ending with a terminal one."""
+        if self._iterated:
+            raise RuntimeError("a job's events can be iterated only once")
+        self._iterated = True
+        return self._iter_events()
+
+    async def _iter_events(self) -> AsyncIterator[JobEvent]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, JobFinished | JobFailed):
+                return
+
+    async def result(self) -> JobResult:
+        """The dream, or the typed error that ended the job."""
+        await self._finished.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    async def cancel(self) -> bool:
+        """End the job, queued or running; False if it had already ended."""
+        return self._pool._cancel(self)
+
+    def _emit(self, event: JobEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _end(self, result: JobResult | None, error: DreamError | None) -> None:
+        self._result, self._error, self._image, self._position = result, error, None, None
+        self._emit(JobFinished(result) if result is not None else JobFailed(error))  # type: ignore[arg-type]
+        self._finished.set()
+
+
+class _Worker:
+    """One worker process (one life of a slot) and the two threads that talk to it."""
+
+    def __init__(
+        self, slot: int, device: str, process: BaseProcess, cancel: ctypes.c_int64
+    ) -> None:
+        self.slot = slot
+        self.device = device
+        self.process = process
+        self.cancel = cancel
+        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.pid: int | None = process.pid
+        self.ready = False
+        self.exited = False
+        self.killed = False  # by the pool, on purpose
+        self.start_error: DreamError | None = None
+        self.seq: int | None = None  # the job number it works on, until it reports back
+        self.job: Job | None = None
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and not self.exited and self.seq is None
+
+    def clear_timer(self, name: str) -> None:
+        handle = self.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def clear_timers(self) -> None:
+        for name in list(self.timers):
+            self.clear_timer(name)
+
+    def kill(self) -> None:
+        if not self.exited:
+            self.killed = True
+            with contextlib.suppress(OSError, ValueError):
+                self.process.kill()
+
+
+class DreamPool:
+    """Worker processes with warm models, a bounded queue, and an async API for the bot."""
+
+    def __init__(self, config: PoolConfig = PoolConfig()) -> None:
+        self.config = config
+        self._ctx = mp.get_context("spawn")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._plan: list[tuple[str, int]] = []  # (device, torch threads) per slot
+        self._workers: list[_Worker | None] = []
+        self._start_failures: list[int] = []
+        self._restart_timers: dict[int, asyncio.TimerHandle] = {}
+        self._queue: deque[Job] = deque()
+        self._active: dict[str, Job] = {}
+        self._owners: Counter[str] = Counter()
+        self._seq = itertools.count(1)
+        self._counts = Counter[str]()
+        self._times: deque[float] = deque(maxlen=_TIMES_KEPT)
+        self._changed = asyncio.Event()  # set whenever a worker or job changes state
+        self._started = False
+        self._starting = False
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DreamPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start every worker; returns once all have loaded their models (else PoolStartError)."""
+        if self._started:
+            raise PoolStartError("the pool was already started")
+        self._started = self._starting = True
+        self._loop = asyncio.get_running_loop()
+        self._plan = _plan(self.config)
+        self._workers = [None] * len(self._plan)
+        self._start_failures = [0] * len(self._plan)
+        log.info(
+            "starting %d dream workers: %s",
+            len(self._plan),
+            ", ".join(f"{d} ({t} threads)" for d, t in self._plan),
+        )
+        began = time.monotonic()
+        try:
+            for slot in range(len(self._plan)):
+                self._spawn(slot)
+            await self._wait_until_started(began + self.config.start_timeout_s)
+        except BaseException as exc:
+            self._closing = True
+            for job in list(self._queue):
+                self._end(job, error=PoolStartError(f"the dream pool could not start: {exc}"))
+            self._queue.clear()
+            await self._stop_workers()
+            self._closed.set()
+            raise
+        finally:
+            self._starting = False
+        log.info("dream pool ready in %.1f s", time.monotonic() - began)
+        self._dispatch()
+
+    async def _wait_until_started(self, deadline: float) -> None:
+        while True:
+            self._changed.clear()
+            for w in self._workers:
+                assert w is not None
+                if w.exited or w.start_error is not None:
+                    reason = w.start_error or f"the process exited ({_describe(w)})"
+                    raise PoolStartError(
+                        f"dream worker {w.slot} on {w.device} could not start: {reason}"
+                    ) from w.start_error
+            if all(w is not None and w.ready for w in self._workers):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PoolStartError(
+                    f"dream workers did not load their models within "
+                    f"{self.config.start_timeout_s:g} s"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    @property
+    def ready(self) -> bool:
+        """True once every worker has loaded its models, until the pool starts closing."""
+        return (
+            self._started
+            and not self._starting
+            and not self._closing
+            and all(w is not None and w.ready and not w.exited for w in self._workers)
+        )
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Refuse new jobs, fail queued ones, give running ones `grace_s`, then stop workers."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        if not self._started:
+            self._closed.set()
+            return
+        for job in list(self._queue):
+            self._end(job, error=PoolClosedError("the pool shut down before this job started"))
+        self._queue.clear()
+        deadline = time.monotonic() + max(0.0, grace_s)
+        while self._running_jobs() and (left := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        for w in self._live_workers():
+            if w.job is not None and not w.job.done:
+                error = PoolClosedError("the pool shut down before this job finished")
+                self._stop_job(w, error, "cancelled")
+        await self._stop_workers()
+        self._closed.set()
+        log.info("dream pool closed")
+
+    async def _stop_workers(self) -> None:
+        """Ask every worker to exit, kill those that do not in time, and join them all."""
+        for handle in self._restart_timers.values():
+            handle.cancel()
+        self._restart_timers.clear()
+        for w in self._live_workers():
+            if not w.ready:
+                w.kill()  # still loading: nothing to lose
+            w.outbox.put(_STOP)
+        await self._wait_for_exit(self.config.cancel_grace_s)
+        for w in self._live_workers():
+            log.warning("dream worker %d (pid %s) did not stop; killing it", w.slot, w.pid)
+            w.kill()
+        await self._wait_for_exit(10.0)
+        workers = [w for w in self._workers if w is not None]
+        await asyncio.get_running_loop().run_in_executor(None, _join, workers)
+
+    async def _wait_for_exit(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._live_workers() and (left := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        image: bytes,
+        spec: JobSpec,
+        *,
+        owner: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Queue a dream; fails at once with PoolBusyError, OwnerLimitError or PoolClosedError."""
+        if not self._started or self._closing:
+            raise PoolClosedError("the dream pool is not running")
+        if not isinstance(spec, JobSpec):
+            raise TypeError(f"spec must be a JobSpec, not {type(spec).__name__}")
+        timeout = self.config.job_timeout_s if timeout_s is None else timeout_s
+        if timeout <= 0:
+            raise InvalidParameterError("timeout_s must be positive")
+        limit = self.config.max_per_owner
+        if owner is not None and limit is not None and self._owners[owner] >= limit:
+            self._counts["rejected"] += 1
+            raise OwnerLimitError(limit)
+        if len(self._queue) >= self.config.max_queue and self._pick_worker() is None:
+            self._counts["rejected"] += 1
+            raise PoolBusyError(len(self._queue))
+        job = Job(self, bytes(image), spec, owner, timeout)
+        self._active[job.id] = job
+        if owner is not None:
+            self._owners[owner] += 1
+        self._queue.append(job)
+        job._position = len(self._queue)
+        job._emit(JobQueued(job._position))
+        self._dispatch()
+        return job
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to start; None when the job is running, ended or unknown."""
+        job = self._active.get(job_id)
+        return job._position if job is not None else None
+
+    def stats(self) -> PoolStats:
+        times = sorted(self._times)
+        live = self._live_workers()
+        return PoolStats(
+            workers=sum(w.ready for w in live),
+            queued=len(self._queue),
+            running=len(self._running_jobs()),
+            done=self._counts["done"],
+            failed=self._counts["failed"],
+            cancelled=self._counts["cancelled"],
+            timed_out=self._counts["timed_out"],
+            restarts=self._counts["restarts"],
+            mean_s=sum(times) / len(times) if times else 0.0,
+            p50_s=_percentile(times, 0.50),
+            p95_s=_percentile(times, 0.95),
+            idle=sum(w.idle for w in live),
+            rejected=self._counts["rejected"],
+        )
+
+    def worker_pids(self) -> list[int | None]:
+        """The pid of each worker slot (None while it has no process); for ops and tests."""
+        return [w.pid if w is not None and not w.exited else None for w in self._workers]
+
+    def _cancel(self, job: Job) -> bool:
+        if job.done:
+            return False
+        if job._position is not None:
+            self._queue.remove(job)
+            self._end(job, error=JobCancelledError("the dream was cancelled before it started"))
+            self._renumber()
+            return True
+        for w in self._live_workers():
+            if w.job is job:
+                self._stop_job(w, JobCancelledError("the dream was cancelled"), "cancelled")
+                return True
+        # Handed to a worker that has just died: its exit is on the way; end the job now.
+        self._end(job, error=JobCancelledError("the dream was cancelled"))
+        return True
+
+    def _stop_job(self, w: _Worker, error: DreamError, kind: str) -> None:
+        """End the worker's job for the caller now; the worker stops at its next step."""
+        assert w.job is not None and w.seq is not None
+        w.cancel.value = w.seq
+        w.clear_timer("timeout")
+        self._end(w.job, error=error, kind=kind)
+        if "kill" not in w.timers:
+            w.timers["kill"] = self._call_later(
+                self.config.cancel_grace_s, self._on_kill_grace, w, w.seq
+            )
+
+    def _end(
+        self,
+        job: Job,
+        result: JobResult | None = None,
+        error: DreamError | None = None,
+        kind: str | None = None,
+    ) -> None:
+        if job.done:
+            return
+        if kind is None:
+            kind = "done" if error is None else "cancelled" if _is_closed(error) else "failed"
+        job._end(result, error)
+        self._active.pop(job.id, None)
+        if job.owner is not None:
+            self._owners[job.owner] -= 1
+            if self._owners[job.owner] <= 0:
+                del self._owners[job.owner]
+        self._counts[kind] += 1
+        if result is not None and job._started_at is not None:
+            self._times.append(time.monotonic() - job._started_at)
+        self._changed.set()
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._closing or self._starting:
+            return
+        moved = False
+        while self._queue and (w := self._pick_worker()) is not None:
+            self._hand_over(w, self._queue.popleft())
+            moved = True
+        if moved:
+            self._renumber()
+
+    def _pick_worker(self) -> _Worker | None:
+        idle = [w for w in self._live_workers() if w.idle]
+        if not idle:
+            return None
+        busy = Counter(w.device for w in self._live_workers() if w.seq is not None)
+        return min(idle, key=lambda w: (busy[w.device], w.slot))
+
+    def _hand_over(self, w: _Worker, job: Job) -> None:
+        seq = next(self._seq)
+        w.seq, w.job = seq, job
+        job._position = None
+        job._started_at = time.monotonic()
+        w.outbox.put((seq, job._image, job.spec))
+        job._image = None
+        w.timers["timeout"] = self._call_later(job._timeout_s, self._on_timeout, w, seq)
+
+    def _renumber(self) -> None:
+        for position, job in enumerate(self._queue, 1):
+            if job._position != position:
+                job._position = position
+                job._emit(JobQueued(position))
+
+    def _running_jobs(self) -> list[Job]:
+        return [j for j in self._active.values() if j._position is None]
+
+    def _live_workers(self) -> list[_Worker]:
+        return [w for w in self._workers if w is not None and not w.exited]
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        device, threads = self._plan[slot]
+        jobs_in, jobs_out = self._ctx.Pipe(duplex=False)
+        events_in, events_out = self._ctx.Pipe(duplex=False)
+        cancel = self._ctx.RawValue(ctypes.c_int64, 0)
+        process = self._ctx.Process(
+            target=_worker.worker_main,
+            args=(slot, device, self.config.models, threads, jobs_in, events_out, cancel),
+            name=f"dreamcore-worker-{slot}",
+            daemon=True,
+        )
+        process.start()
+        jobs_in.close()  # the child has its own copies; ours must go, or EOF would never come
+        events_out.close()
+        w = _Worker(slot, device, process, cancel)
+        w.threads = [
+            threading.Thread(
+                target=self._read, args=(w, events_in), name=f"{process.name}-reader", daemon=True
+            ),
+            threading.Thread(
+                target=_write, args=(w, jobs_out), name=f"{process.name}-writer", daemon=True
+            ),
+        ]
+        for t in w.threads:
+            t.start()
+        w.timers["start"] = self._call_later(self.config.start_timeout_s, self._on_start_timeout, w)
+        self._workers[slot] = w
+        log.debug("spawned dream worker %d (pid %s) on %s", slot, process.pid, device)
+
+    def _read(self, w: _Worker, conn: Connection) -> None:
+        """Reader thread: every message from the worker goes to the loop; EOF means it exited."""
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:  # a message that does not unpickle: the stream is still in step
+                log.exception("unreadable message from dream worker %d", w.slot)
+                message = ("garbled",)
+            if not self._to_loop(self._on_message, w, message):
+                break
+        conn.close()
+        w.process.join(10.0)  # it closed the pipe by exiting; collect its exit code
+        self._to_loop(self._on_exit, w)
+
+    def _to_loop(self, callback: Any, *args: Any) -> bool:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return False
+        return True
+
+    def _call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        assert self._loop is not None
+        return self._loop.call_later(delay, callback, *args)
+
+    def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == _worker.READY:
+            w.ready, w.pid = True, message[1]
+            w.clear_timer("start")
+            self._start_failures[w.slot] = 0
+            log.info("dream worker %d (pid %s) ready on %s", w.slot, w.pid, w.device)
+            self._changed.set()
+            self._dispatch()
+            return
+        if kind == _worker.START_FAILED:
+            w.start_error = message[1]
+            log.error(
+                "dream worker %d could not load its models: %s%s",
+                w.slot,
+                message[1],
+                f"\n{message[2]}" if message[2] else "",
+            )
+            self._changed.set()
+            return
+        if kind == "garbled":
+            if w.job is not None and not w.job.done:
+                self._stop_job(w, DreamError("the dream worker sent an unreadable reply"), "failed")
+            return
+        seq = message[1]
+        job = w.job if w.seq == seq else None
+        live = job is not None and not job.done
+        if kind == _worker.STARTED and live:
+            assert job is not None
+            job._emit(JobStarted(w.slot))
+        elif kind == _worker.PROGRESS and live:
+            assert job is not None
+            job._emit(JobProgress(message[2]))
+        elif kind in (_worker.FINISHED, _worker.FAILED) and w.seq == seq:
+            if kind == _worker.FAILED and message[3]:
+                log.error("dream worker %d: unexpected error in a job:\n%s", w.slot, message[3])
+            if live:
+                assert job is not None
+                if kind == _worker.FINISHED:
+                    self._end(job, result=message[2])
+                else:
+                    self._end(job, error=_caller_error(message[2]))
+            self._work_ended(w)
+
+    def _work_ended(self, w: _Worker) -> None:
+        w.seq, w.job = None, None
+        w.clear_timer("timeout")
+        w.clear_timer("kill")
+        self._changed.set()
+        self._dispatch()
+
+    def _on_timeout(self, w: _Worker, seq: int) -> None:
+        w.timers.pop("timeout", None)
+        if w.seq == seq and w.job is not None and not w.job.done and not w.exited:
+            limit = w.job._timeout_s
+            self._stop_job(
+                w, JobTimeoutError(f"the dream took longer than {limit:g} s"), "timed_out"
+            )
+
+    def _on_kill_grace(self, w: _Worker, seq: int) -> None:
+        w.timers.pop("kill", None)
+        if w.seq == seq and not w.exited:
+            log.warning(
+                "dream worker %d (pid %s) did not stop within %g s of being asked; killing it",
+                w.slot,
+                w.pid,
+                self.config.cancel_grace_s,
+            )
+            w.kill()
+
+    def _on_start_timeout(self, w: _Worker) -> None:
+        w.timers.pop("start", None)
+        if not w.ready and not w.exited:
+            w.start_error = PoolStartError(
+                f"did not load its models within {self.config.start_timeout_s:g} s"
+            )
+            w.kill()
+
+    def _on_exit(self, w: _Worker) -> None:
+        if w.exited:
+            return
+        w.exited = True
+        w.clear_timers()
+        self._changed.set()
+        job = w.job
+        w.seq, w.job = None, None
+        if job is not None and not job.done:
+            self._end(
+                job,
+                error=WorkerCrashedError(
+                    f"the dream worker died while running this job ({_describe(w)})"
+                ),
+            )
+        if self._closing or self._starting:
+            return
+        self._counts["restarts"] += 1
+        if w.ready:
+            delay = 0.0
+            log.warning(
+                "dream worker %d (pid %s) exited (%s); starting a replacement",
+                w.slot,
+                w.pid,
+                _describe(w),
+            )
+        else:
+            self._start_failures[w.slot] += 1
+            delay = min(_MAX_RESTART_DELAY_S, 2.0 ** (self._start_failures[w.slot] - 1))
+            reason = w.start_error or _describe(w)
+            log.error(
+                "dream worker %d failed to start (%s); trying again in %g s", w.slot, reason, delay
+            )
+            if not any(x.ready for x in self._live_workers()):
+                for queued in list(self._queue):
+                    self._end(
+                        queued, error=WorkerCrashedError(f"no dream worker could start: {reason}")
+                    )
+                self._queue.clear()
+        self._restart_timers[w.slot] = self._call_later(delay, self._restart, w.slot)
+
+    def _restart(self, slot: int) -> None:
+        self._restart_timers.pop(slot, None)
+        if self._closing:
+            return
+        try:
+            self._spawn(slot)
+        except Exception:
+            log.exception("could not spawn dream worker %d", slot)
+            self._start_failures[slot] += 1
+            delay = min(_MAX_RESTART_DELAY_S, 2.0 ** self._start_failures[slot])
+            self._restart_timers[slot] = self._call_later(delay, self._restart, slot)
+
+
+def _write(w: _Worker, conn: Connection) -> None:
+    """Writer thread: sends jobs in order; `_STOP` closes the pipe, telling the worker to exit."""
+    while True:
+        item = w.outbox.get()
+        if item is _STOP:
+            break
+        try:
+            conn.send(item)
+        except (OSError, ValueError):  # the worker died; the reader thread reports it
+            break
+    conn.close()
+
+
+def _join(workers: Sequence[_Worker]) -> None:
+    for w in workers:
+        if w.process.exitcode is None:
+            w.process.join(5.0)
+        w.outbox.put(_STOP)
+        for t in w.threads:
+            t.join(5.0)
+        with contextlib.suppress(ValueError):
+            w.process.close()
+
+
+def _plan(config: PoolConfig) -> list[tuple[str, int]]:
+    """(device, torch threads) for each worker, threads split so workers do not oversubscribe."""
+    devices = config.devices or _cuda_devices() or ("cpu",)
+    slots: list[str] = []
+    for device in devices:
+        n = (config.cpu_workers or 1) if device == "cpu" else config.workers_per_device
+        slots += [device] * n
+    threads = config.torch_threads or max(1, _cores() // len(slots))
+    return [(device, threads) for device in slots]
+
+
+def _cuda_devices() -> tuple[str, ...]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return ()
+    return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _describe(w: _Worker) -> str:
+    code = w.process.exitcode
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(-code).name
+            return f"killed by {name}" + (" from the pool" if w.killed else "")
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _caller_error(error: DreamError) -> DreamError:
+    # The engine only stops on its own when we asked it to, so this is a cancellation.
+    if isinstance(error, DreamCancelled):
+        return JobCancelledError(str(error))
+    return error
+
+
+def _is_closed(error: DreamError) -> bool:
+    return isinstance(error, PoolClosedError | JobCancelledError)
+
+
+def _percentile(sorted_times: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; 0.0 when there is nothing to rank."""
+    if not sorted_times:
+        return 0.0
+    return sorted_times[min(len(sorted_times) - 1, max(0, math.ceil(q * len(sorted_times)) - 1))]

@@ -1,0 +1,148 @@
+"""A whole dream job: bytes in, bytes out. What a pool worker and the CLI both call.
+
+decode -> resolve the preset -> build the objective -> engine -> encode to the byte budget.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from .engine import DreamParams, dream
+from .errors import InvalidParameterError
+from .images import decode_image, encode_image, resize_image, to_image, to_tensor
+from .jobs import JobResult, JobSpec, Progress
+from .models import DreamNet, load_model
+from .objectives import Objective, channels, classes, guide, layer
+from .presets import PRESETS, Preset, Term, resolve
+
+__all__ = ["build_objective", "default_device", "dream_image", "run_job", "warm_up"]
+
+GUIDE_SIDE = 384  # guides are read at this size: enough for their features, cheap to match
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def warm_up(models: Sequence[str], device: str | None = None) -> None:
+    """Load each model into this process's cache, so the first job pays nothing for it."""
+    for name in models:
+        load_model(name, device or default_device())
+
+
+def build_objective(preset: Preset, net: DreamNet, guide_image: Image.Image | None) -> Objective:
+    terms = [_term(t, net, guide_image) for t in preset.terms]
+    objective = terms[0][0] * terms[0][1]
+    for w, t in terms[1:]:
+        objective = objective + w * t
+    return objective
+
+
+def _term(t: Term, net: DreamNet, guide_image: Image.Image | None) -> tuple[float, Objective]:
+    if t.kind == "layer":
+        return t.weight, layer(t.layer or "")
+    if t.kind == "channels":
+        return t.weight, channels(t.layer or "", t.channels)
+    if t.kind == "classes":
+        return t.weight, classes(t.classes if t.classes is not None else ())
+    if guide_image is None:
+        raise InvalidParameterError("This preset needs a guide image: attach a second picture.")
+    name = t.layer or ""
+    small = _fit(guide_image, GUIDE_SIDE)
+    x = to_tensor(small)[None].to(next(net.parameters()).device)
+    with torch.no_grad():
+        acts = net(x, [name])[name]
+    return t.weight, guide(name, acts)
+
+
+def _fit(img: Image.Image, side: int) -> Image.Image:
+    w, h = img.size
+    if max(w, h) <= side:
+        return img
+    s = side / max(w, h)
+    return resize_image(img, (max(1, round(w * s)), max(1, round(h * s))))
+
+
+def dream_image(
+    rgb: Image.Image,
+    preset: Preset,
+    *,
+    seed: int,
+    device: str | None = None,
+    guide_image: Image.Image | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Image.Image:
+    """Dream an RGB picture; above `max_size` it dreams at the cap and adds the detail back up."""
+    net = load_model(preset.model, device or default_device())
+    objective = build_objective(preset, net, guide_image)
+    params = DreamParams(
+        octaves=preset.octaves,
+        octave_scale=preset.octave_scale,
+        steps=preset.steps,
+        step_size=preset.step_size * preset.strength,
+        jitter=preset.jitter,
+        tile_size=preset.tile_size,
+        seed=seed,
+    )
+    full = to_tensor(rgb)
+    work = _fit(rgb, preset.max_size)
+    small = full if work is rgb else to_tensor(work)
+    out = dream(small, net, objective, params, progress=progress, should_cancel=should_cancel)
+    if work is rgb:
+        return to_image(out)
+    detail = torch.nn.functional.interpolate(
+        (out - small)[None], size=full.shape[-2:], mode="bicubic", align_corners=False
+    )[0]
+    return to_image((full + detail).clamp_(0, 1))
+
+
+def _with_guide(preset: Preset) -> Preset:
+    """A guide image given with any preset: dream towards the guide at the preset's layer."""
+    if any(t.kind == "guide" for t in preset.terms):
+        return preset
+    name = preset.layers[0] if preset.layers else "blocks.4"
+    return preset.model_copy(update={"terms": (Term(kind="guide", layer=name),)})
+
+
+def run_job(
+    image: bytes,
+    spec: JobSpec,
+    *,
+    device: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> JobResult:
+    """Decode, dream and encode one job; every failure is a typed DreamError."""
+    start = time.perf_counter()
+    decoded = decode_image(image)
+    guide_image = decode_image(spec.guide).rgb if spec.guide else None
+    preset = resolve(PRESETS[spec.preset], spec.overrides)
+    if guide_image is not None:
+        preset = _with_guide(preset)
+    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    out = dream_image(
+        decoded.rgb,
+        preset,
+        seed=seed,
+        device=device,
+        guide_image=guide_image,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    data, fmt = encode_image(out, decoded.alpha, budget=spec.output_budget)
+    return JobResult(
+        image=data,
+        format=fmt,
+        width=out.width,
+        height=out.height,
+        preset=spec.preset,
+        model=preset.model,
+        seed=seed,
+        elapsed_s=time.perf_counter() - start,
+    )
