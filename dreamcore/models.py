@@ -384,8 +384,10 @@ register_model(
     ModelInfo(
         name="vgg16",
         description="VGG16, ImageNet (torchvision): painterly textures",
-        layers=tuple(LayerInfo(n, d, c, s) for n, _, c, s, d in _VGG16)  # type: ignore[arg-type]
-        + (LayerInfo(LOGITS, "high", 1000, 32),),
+        layers=(
+            *(LayerInfo(n, d, c, s) for n, _, c, s, d in _VGG16),  # type: ignore[arg-type]
+            LayerInfo(LOGITS, "high", 1000, 32),
+        ),
         build=_build_vgg16,
         default_layer="conv4_3",
     )
