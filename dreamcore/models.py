@@ -31,6 +31,7 @@ __all__ = [
     "list_models",
     "load_model",
     "register_model",
+    "set_weights_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class DreamNet(nn.Module):
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_WEIGHTS_FILES: dict[str, Path] = {}
 _LOADED: dict[tuple[str, str, str], DreamNet] = {}
 _LOCK = threading.Lock()
 
@@ -148,11 +150,18 @@ def get_model(name: str) -> ModelInfo:
         raise UnknownModelError(_unknown("model", name, list(_REGISTRY))) from None
 
 
+def set_weights_file(name: str, path: str | Path) -> None:
+    """Use this local file for `name` in this process (e.g. torchvision weights copied by hand)."""
+    get_model(name)
+    _WEIGHTS_FILES[name] = Path(path)
+
+
 def load_model(
     name: str, device: str | torch.device = "cpu", weights: str | Path | None = None
 ) -> DreamNet:
     """The network `name` on `device`, built once per process and reused afterwards."""
     info = get_model(name)
+    weights = weights or _WEIGHTS_FILES.get(name)
     dev = torch.device(device)
     key = (name, str(dev), str(weights or ""))
     with _LOCK:

@@ -14,13 +14,20 @@ from PIL import Image
 
 from .engine import DreamParams, dream
 from .errors import InvalidParameterError
-from .images import decode_image, encode_image, resize_image, to_image, to_tensor
+from .images import DecodedImage, decode_image, encode_image, resize_image, to_image, to_tensor
 from .jobs import JobResult, JobSpec, Progress
 from .models import DreamNet, load_model
 from .objectives import Objective, channels, classes, guide, layer
 from .presets import PRESETS, Preset, Term, resolve
 
-__all__ = ["build_objective", "default_device", "dream_image", "run_job", "warm_up"]
+__all__ = [
+    "build_objective",
+    "default_device",
+    "dream_decoded",
+    "dream_image",
+    "run_job",
+    "warm_up",
+]
 
 GUIDE_SIDE = 384  # guides are read at this size: enough for their features, cheap to match
 
@@ -110,17 +117,15 @@ def _with_guide(preset: Preset) -> Preset:
     return preset.model_copy(update={"terms": (Term(kind="guide", layer=name),)})
 
 
-def run_job(
-    image: bytes,
+def dream_decoded(
+    decoded: DecodedImage,
     spec: JobSpec,
     *,
     device: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> JobResult:
-    """Decode, dream and encode one job; every failure is a typed DreamError."""
-    start = time.perf_counter()
-    decoded = decode_image(image)
+) -> tuple[Image.Image, Preset, int]:
+    """Resolve the spec and dream a decoded picture; returns the picture, the preset and the seed."""
     guide_image = decode_image(spec.guide).rgb if spec.guide else None
     preset = resolve(PRESETS[spec.preset], spec.overrides)
     if guide_image is not None:
@@ -134,6 +139,23 @@ def run_job(
         guide_image=guide_image,
         progress=progress,
         should_cancel=should_cancel,
+    )
+    return out, preset, seed
+
+
+def run_job(
+    image: bytes,
+    spec: JobSpec,
+    *,
+    device: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> JobResult:
+    """Decode, dream and encode one job; every failure is a typed DreamError."""
+    start = time.perf_counter()
+    decoded = decode_image(image)
+    out, preset, seed = dream_decoded(
+        decoded, spec, device=device, progress=progress, should_cancel=should_cancel
     )
     data, fmt = encode_image(out, decoded.alpha, budget=spec.output_budget)
     return JobResult(
