@@ -134,27 +134,40 @@ def _step(
     return (img + _center_chroma(stepped - img)).clamp_(0, 1)
 
 
+ALIGN = 32  # the deepest stride of the zoo's networks
+
+
 def gradient(x: torch.Tensor, net: DreamNet, objective: Objective, tile_size: int) -> torch.Tensor:
-    """d objective / d pixels, tile by tile when the image is larger than a tile."""
+    """d objective / d pixels, tile by tile when the image is larger than a tile.
+
+    The image is padded to a 32-pixel grid, and tiles start on that grid with a margin of context
+    that is cropped off afterwards. The grid matters: a strided network samples its input on a
+    lattice, and a tile shifted by one pixel against its neighbour would see another lattice
+    and leave a seam (tensorflow-style "same" padding shifts the lattice with odd sizes).
+    """
     _, _, h, w = x.shape
-    if max(h, w) <= tile_size:
-        return _gradient(x, net, objective)
-    margin = max(16, tile_size // 16)  # context around each tile, cropped off afterwards
-    out = torch.zeros_like(x)
-    for (y0, y1), (x0, x1) in _tiles(h, w, tile_size):
-        ya, yb = max(0, y0 - margin), min(h, y1 + margin)
-        xa, xb = max(0, x0 - margin), min(w, x1 + margin)
-        g = _gradient(x[:, :, ya:yb, xa:xb], net, objective)
+    ph, pw = -h % ALIGN, -w % ALIGN
+    xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    hp, wp = h + ph, w + pw
+    if max(hp, wp) <= tile_size:
+        return _gradient(xp, net, objective)[:, :, :h, :w]
+    margin = ALIGN * max(1, round(tile_size / 16 / ALIGN))
+    out = torch.zeros_like(xp)
+    for (y0, y1), (x0, x1) in _tiles(hp, wp, tile_size):
+        ya, yb = max(0, y0 - margin), min(hp, y1 + margin)
+        xa, xb = max(0, x0 - margin), min(wp, x1 + margin)
+        g = _gradient(xp[:, :, ya:yb, xa:xb], net, objective)
         # A tile's objective is a mean over the tile: weight by its share of the whole image.
-        g = g * ((yb - ya) * (xb - xa) / (h * w))
+        g = g * ((yb - ya) * (xb - xa) / (hp * wp))
         out[:, :, y0:y1, x0:x1] = g[:, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
-    return out
+    return out[:, :, :h, :w]
 
 
 def _tiles(h: int, w: int, tile: int) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
+    """Near-equal tiles whose borders lie on the 32-pixel grid (h and w are multiples of 32)."""
     ny, nx = math.ceil(h / tile), math.ceil(w / tile)
-    ys = [round(i * h / ny) for i in range(ny + 1)]
-    xs = [round(i * w / nx) for i in range(nx + 1)]
+    ys = [ALIGN * round(i * h / ny / ALIGN) for i in range(ny + 1)]
+    xs = [ALIGN * round(i * w / nx / ALIGN) for i in range(nx + 1)]
     for i in range(ny):
         for k in range(nx):
             yield (ys[i], ys[i + 1]), (xs[k], xs[k + 1])

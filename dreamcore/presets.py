@@ -124,13 +124,15 @@ def closest_preset(name: str) -> str:
 
 
 def _translate_layer(layer: str, src_model: str, dst_model: str) -> str:
-    """Map a layer of one model to the layer at the same relative depth of another."""
-    src, dst = get_model(src_model), get_model(dst_model)
-    names = [li.name for li in src.layers]
+    """Map a layer of one model to the layer of the same depth label and relative position."""
+    dst = get_model(dst_model)
     if layer in (li.name for li in dst.layers):
         return layer
-    pos = names.index(layer) / max(1, len(names) - 1)
-    return dst.layers[round(pos * (len(dst.layers) - 1))].name
+    src_info = get_model(src_model).layer(layer)
+    src_group = [li.name for li in get_model(src_model).layers_at(src_info.depth)]
+    dst_group = [li.name for li in dst.layers_at(src_info.depth)]
+    pos = src_group.index(layer) / max(1, len(src_group) - 1)
+    return dst_group[round(pos * (len(dst_group) - 1))]
 
 
 def resolve(preset: Preset | str, overrides: DreamOverrides | None = None) -> Preset:

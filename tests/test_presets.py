@@ -1,0 +1,90 @@
+"""Presets are data; overrides apply per call; objectives compose."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from dreamcore.errors import UnknownLayerError, UnknownModelError
+from dreamcore.jobs import DreamOverrides, JobSpec
+from dreamcore.objectives import CLASS_GROUPS, classes, layer
+from dreamcore.presets import PRESETS, resolve
+
+REQUIRED = {
+    "default",
+    "dogs",
+    "cats",
+    "birds",
+    "fish",
+    "insects",
+    "eyes",
+    "buildings",
+    "edges",
+    "patterns",
+    "objects",
+}
+
+
+def test_every_required_preset_ships_with_a_description() -> None:
+    assert PRESETS.keys() >= REQUIRED
+    for p in PRESETS.values():
+        assert p.description and "\n" not in p.description
+
+
+def test_depth_presets_use_low_mid_and_high_layers() -> None:
+    from dreamcore.models import get_model
+
+    info = get_model("efficientnet_lite0")
+    depth = {
+        name: {info.layer(n).depth for n in PRESETS[name].layers}
+        for name in ("edges", "patterns", "objects")
+    }
+    assert depth == {"edges": {"low"}, "patterns": {"mid"}, "objects": {"high"}}
+
+
+def test_every_parameter_can_be_overridden() -> None:
+    o = DreamOverrides(strength=2.0, steps=3, octaves=2, layer="blocks.3", max_size=256, jitter=0)
+    p = resolve("dogs", o)
+    assert (p.strength, p.steps, p.octaves, p.max_size, p.jitter) == (2.0, 3, 2, 256, 0)
+    assert p.layers == ["blocks.3"]
+    assert any(t.kind == "classes" for t in p.terms)  # the dog term stays
+
+
+def test_model_override_maps_layers_to_the_same_relative_depth() -> None:
+    p = resolve("edges", DreamOverrides(model="googlenet"))
+    assert p.model == "googlenet"
+    from dreamcore.models import get_model
+
+    assert get_model("googlenet").layer(p.layers[0]).depth == "low"
+
+
+def test_bad_overrides_name_the_valid_choice() -> None:
+    with pytest.raises(UnknownLayerError, match="blocks.4"):
+        resolve("dogs", DreamOverrides(layer="blocks.44"))
+    with pytest.raises(UnknownModelError, match="vgg16"):
+        resolve("dogs", DreamOverrides(model="vgg61"))
+    with pytest.raises(ValidationError, match="less than or equal to 100"):
+        DreamOverrides(steps=1000)
+
+
+def test_job_spec_rejects_an_unknown_preset_with_the_closest_name() -> None:
+    with pytest.raises(ValidationError, match="Did you mean 'dogs'"):
+        JobSpec(preset="dgos")
+    assert JobSpec(preset=" Dogs ").preset == "dogs"
+
+
+def test_class_groups_cover_the_imagenet_dog_classes() -> None:
+    assert CLASS_GROUPS["dogs"] == tuple(range(151, 269))
+    for group in CLASS_GROUPS.values():
+        assert all(0 <= i < 1000 for i in group)
+
+
+def test_objectives_add_and_scale_as_weighted_terms() -> None:
+    obj = layer("blocks.4") + 0.5 * classes("dogs")
+    terms = list(obj.terms())
+    assert [w for w, _ in terms] == [1.0, 0.5]
+    assert obj.layers == {"blocks.4", "logits"}
+    acts = {"blocks.4": torch.ones(1, 2, 2, 2), "logits": torch.zeros(1, 1000)}
+    expected = 1.0 + 0.5 * torch.logsumexp(torch.zeros(118), 0)
+    assert torch.isclose(obj(acts), expected)
