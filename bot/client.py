@@ -1,0 +1,185 @@
+"""The Bot subclass: it receives its dependencies, and sets itself up in `setup_hook`.
+
+Settings, the store, the dream pool and the HTTP session are made by the composition root
+(`bot.__main__`) and handed in, so tests can build a bot around a temporary database and a small
+pool. Extensions and the dynamic buttons are registered in `setup_hook`; slash commands are
+synced only when asked (`--sync` or the owner's `sync` command), never on every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from .cogs import EXTENSIONS
+from .errors import PoliteError
+from .service import DreamService
+from .settings import Settings
+from .store import Store
+from .views import CancelButton, DreamActionButton
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from dreamcore.pool import DreamPool
+
+__all__ = ["DreamBot", "DreamTree", "sync_app_commands"]
+
+log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_S = 3600.0
+
+
+class DreamTree(app_commands.CommandTree["DreamBot"]):
+    """Slash-command failures end as one private sentence; only real bugs are logged."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[DreamBot], error: app_commands.AppCommandError, /
+    ) -> None:
+        original = getattr(error, "original", error)
+        if isinstance(error, app_commands.MissingPermissions):
+            text = "You need the **Manage Server** permission for this."
+        elif isinstance(error, app_commands.NoPrivateMessage):
+            text = "This works in a server, not in DMs."
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this here."
+        elif isinstance(original, PoliteError):
+            text = original.message
+        elif isinstance(error, app_commands.TransformerError):
+            text = f"I couldn't read `{error.value}` there."
+        else:
+            log.error("App command %r failed", interaction.command, exc_info=original)
+            text = "Something went wrong on my side; please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("Could not report an app command error: %s", exc)
+
+
+class DreamBot(commands.Bot):
+    """A DeepDream bot around a dream pool; see `bot.__main__` for how it is put together."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        pool: DreamPool,
+        session: aiohttp.ClientSession,
+        sync_commands: bool = False,
+        message_content: bool | None = None,
+        **options: Any,
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.typing = False
+        intents.dm_typing = False
+        intents.message_content = (
+            settings.message_content if message_content is None else message_content
+        )
+        super().__init__(
+            command_prefix=commands.when_mentioned_or(settings.command_prefix),
+            intents=intents,
+            help_command=None,
+            tree_cls=DreamTree,
+            owner_ids=set(settings.owner_ids),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
+            case_insensitive=True,
+            **options,
+        )
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.session = session
+        self.sync_commands = sync_commands
+        self.dreams = DreamService(settings=settings, store=store, pool=pool, session=session)
+        self._janitor: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<DreamBot user={self.user!s} guilds={len(self.guilds)}>"
+
+    async def setup_hook(self) -> None:
+        if not self.intents.message_content:
+            log.warning(
+                "The Message Content intent is off: prefix commands only work as a mention "
+                "(@%s dream dogs); /dream, the 'Dream this image' menu and buttons work as usual.",
+                self.user.name if self.user else "bot",
+            )
+        lost = await self.store.fail_unfinished()
+        if lost:
+            log.info("%d dreams of a previous run never finished; marked failed", lost)
+        self.add_dynamic_items(DreamActionButton, CancelButton)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self._janitor = asyncio.create_task(self._prune_sources(), name="dreambot-janitor")
+        if self.sync_commands:
+            await sync_app_commands(self)
+
+    async def on_ready(self) -> None:
+        log.info("Ready as %s in %d servers", self.user, len(self.guilds))
+
+    async def on_command_error(  # type: ignore[override]
+        self, ctx: commands.Context[DreamBot], error: commands.CommandError, /
+    ) -> None:
+        """Prefix (and hybrid) failures: one sentence, or silence for what isn't ours."""
+        original = getattr(error, "original", error)
+        if isinstance(error, commands.CommandNotFound | commands.NotOwner):
+            return
+        if isinstance(original, PoliteError):
+            text = original.message
+        elif isinstance(error, commands.NoPrivateMessage):
+            text = "This works in a server, not in DMs."
+        elif isinstance(error, commands.CheckFailure):
+            return
+        elif isinstance(error, commands.UserInputError) and ctx.command is not None:
+            text = (
+                f"Usage: `{ctx.clean_prefix}{ctx.command.qualified_name} {ctx.command.signature}`"
+            )
+        else:
+            log.error("Command %r failed", ctx.command, exc_info=original)
+            text = "Something went wrong on my side; please try again."
+        try:
+            await ctx.send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("Could not report a command error: %s", exc)
+
+    async def _prune_sources(self) -> None:
+        """Forget input images past their retention, now and then."""
+        while True:
+            keep_s = self.settings.source_retention_h * 3600.0
+            try:
+                await self.store.prune_sources(time.time() - keep_s)
+            except Exception:
+                log.exception("Could not prune old input images")
+            await asyncio.sleep(_PRUNE_EVERY_S)
+
+    async def close(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+        await self.dreams.close()
+        await super().close()
+
+
+async def sync_app_commands(bot: DreamBot) -> None:
+    """Register the slash commands: to the configured guilds at once, or globally."""
+    guilds = bot.settings.sync_guilds
+    if guilds:
+        for guild_id in guilds:
+            guild = discord.Object(id=guild_id)
+            bot.tree.copy_global_to(guild=guild)
+            synced = await bot.tree.sync(guild=guild)
+            log.info("Synced %d commands to guild %s", len(synced), guild_id)
+    else:
+        synced = await bot.tree.sync()
+        log.info("Synced %d global commands (they may take a while to appear)", len(synced))

@@ -1,0 +1,335 @@
+"""`/preset add|edit|remove|list` and `/dream-config`: what moderators shape for their server.
+
+`default_permissions` only hides the commands (Discord treats it as a hint server admins may
+override), so every command here also passes `interaction_check`: the member's Manage Server
+permission as Discord resolved it for this interaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from dreamcore.presets import PRESETS
+
+from ..errors import PoliteError
+from ..parsing import HIDDEN_PRESETS, validate_server_preset
+from ..store import ServerPreset
+
+if TYPE_CHECKING:
+    from ..client import DreamBot
+
+__all__ = ["ModerationCog", "setup"]
+
+log = logging.getLogger(__name__)
+
+_MANAGE = discord.Permissions(manage_guild=True)
+
+
+def _describe(preset: ServerPreset) -> str:
+    changed = preset.spec.overrides.model_dump(exclude_none=True)
+    options = " ".join(f"{k}={v}" for k, v in changed.items()) or "no changes"
+    return f"**{preset.name}** = `{preset.spec.preset}` + {options} — {preset.description}"
+
+
+class ModerationCog(commands.Cog, name="Moderation"):
+    """Server presets and server settings, for members with Manage Server."""
+
+    preset = app_commands.Group(
+        name="preset",
+        description="This server's own presets",
+        guild_only=True,
+        default_permissions=_MANAGE,
+    )
+    config = app_commands.Group(
+        name="dream-config",
+        description="Where and how this server dreams",
+        guild_only=True,
+        default_permissions=_MANAGE,
+    )
+
+    def __init__(self, bot: DreamBot) -> None:
+        self.bot = bot
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+        """The real check: the permissions Discord resolved for this member in this channel."""
+        if interaction.guild is None:
+            raise app_commands.NoPrivateMessage()
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    # --- /preset -----------------------------------------------------------------------------
+
+    @preset.command(name="add", description="Add a preset: a built-in base plus changes")
+    @app_commands.describe(
+        name="the new preset's name",
+        base="the built-in preset it starts from",
+        description="shown in /presets",
+        strength="0.1-4",
+        steps="1-100",
+        octaves="1-10",
+        layer="a layer of the model, e.g. blocks.4",
+        model="a model this bot offers",
+        size="largest side in pixels",
+    )
+    async def preset_add(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        base: str,
+        description: str = "",
+        strength: app_commands.Range[float, 0.1, 4.0] | None = None,
+        steps: app_commands.Range[int, 1, 100] | None = None,
+        octaves: app_commands.Range[int, 1, 10] | None = None,
+        layer: str | None = None,
+        model: str | None = None,
+        size: app_commands.Range[int, 32, 8192] | None = None,
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        store = self.bot.store
+        if await store.preset(guild_id, name.strip().lower()) is not None:
+            raise PoliteError(f"`{name}` exists already; use `/preset edit`.")
+        options = _options(strength, steps, octaves, layer, model, size)
+        self._check_model(model)
+        preset = validate_server_preset(name, base, description, options)
+        await store.put_preset(guild_id, preset, user_id=interaction.user.id)
+        log.info("Guild %s: %s added preset %s", guild_id, interaction.user.id, preset.name)
+        await interaction.response.send_message(f"Added {_describe(preset)}", ephemeral=True)
+
+    @preset.command(name="edit", description="Change a preset of this server")
+    async def preset_edit(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        base: str | None = None,
+        description: str | None = None,
+        strength: app_commands.Range[float, 0.1, 4.0] | None = None,
+        steps: app_commands.Range[int, 1, 100] | None = None,
+        octaves: app_commands.Range[int, 1, 10] | None = None,
+        layer: str | None = None,
+        model: str | None = None,
+        size: app_commands.Range[int, 32, 8192] | None = None,
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        store = self.bot.store
+        old = await store.preset(guild_id, name.strip().lower())
+        if old is None:
+            raise PoliteError(f"This server has no preset `{name}`; see `/preset list`.")
+        self._check_model(model)
+        options = {
+            **old.spec.overrides.model_dump(exclude_none=True),
+            **_options(strength, steps, octaves, layer, model, size),
+        }
+        preset = validate_server_preset(
+            old.name,
+            base or old.spec.preset,
+            description if description is not None else old.description,
+            options,
+        )
+        await store.put_preset(guild_id, preset, user_id=interaction.user.id)
+        log.info("Guild %s: %s edited preset %s", guild_id, interaction.user.id, preset.name)
+        await interaction.response.send_message(f"Changed {_describe(preset)}", ephemeral=True)
+
+    @preset.command(name="remove", description="Remove a preset of this server")
+    async def preset_remove(self, interaction: discord.Interaction, name: str) -> None:
+        guild_id = _guild_id(interaction)
+        if not await self.bot.store.remove_preset(guild_id, name.strip().lower()):
+            raise PoliteError(f"This server has no preset `{name}`.")
+        log.info("Guild %s: %s removed preset %s", guild_id, interaction.user.id, name)
+        await interaction.response.send_message(f"Removed `{name}`.", ephemeral=True)
+
+    @preset.command(name="list", description="This server's presets and what they change")
+    async def preset_list(self, interaction: discord.Interaction) -> None:
+        guild_id = _guild_id(interaction)
+        presets = await self.bot.store.presets(guild_id)
+        config = await self.bot.store.guild_config(guild_id)
+        lines = [_describe(p) for p in presets] or ["No server presets yet: `/preset add`."]
+        if config.disabled_presets:
+            lines.append(f"Disabled: {', '.join(sorted(config.disabled_presets))}")
+        await interaction.response.send_message("\n".join(lines)[:1900], ephemeral=True)
+
+    @preset_edit.autocomplete("name")
+    @preset_remove.autocomplete("name")
+    async def _server_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None:
+            return []
+        presets = await self.bot.store.presets(interaction.guild_id)
+        return [
+            app_commands.Choice(name=p.name, value=p.name)
+            for p in presets
+            if current.lower() in p.name
+        ][:25]
+
+    @preset_add.autocomplete("base")
+    @preset_edit.autocomplete("base")
+    async def _base_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _builtin_choices(current)
+
+    # --- /dream-config -----------------------------------------------------------------------
+
+    @config.command(name="show", description="This server's dream settings")
+    async def config_show(self, interaction: discord.Interaction) -> None:
+        guild_id = _guild_id(interaction)
+        await interaction.response.send_message(await self._summary(guild_id), ephemeral=True)
+
+    @config.command(name="set", description="Default preset, largest image side, cooldown")
+    @app_commands.describe(
+        default_preset="the preset used when none is named",
+        max_image_side="largest side of a dream in pixels (the bot's own cap still applies)",
+        cooldown="seconds between two dreams of one member",
+    )
+    async def config_set(
+        self,
+        interaction: discord.Interaction,
+        default_preset: str | None = None,
+        max_image_side: app_commands.Range[int, 64, 8192] | None = None,
+        cooldown: app_commands.Range[float, 0.0, 3600.0] | None = None,
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        changes: dict[str, object] = {}
+        if default_preset is not None:
+            catalog = await self.bot.dreams.catalog(guild_id)
+            name = default_preset.strip().lower()
+            if name not in catalog.names:
+                raise catalog.unknown(name)
+            changes["default_preset"] = name
+        if max_image_side is not None:
+            changes["max_image_side"] = min(max_image_side, self.bot.settings.max_image_side)
+        if cooldown is not None:
+            changes["cooldown_s"] = float(cooldown)
+        if not changes:
+            raise PoliteError("Nothing to change: pick at least one option.")
+        await self.bot.store.update_guild_config(guild_id, **changes)
+        log.info("Guild %s: %s set %s", guild_id, interaction.user.id, changes)
+        await interaction.response.send_message(await self._summary(guild_id), ephemeral=True)
+
+    @config_set.autocomplete("default_preset")
+    async def _offered_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        catalog = await self.bot.dreams.catalog(interaction.guild_id)
+        return [
+            app_commands.Choice(name=n, value=n) for n in catalog.names if current.lower() in n
+        ][:25]
+
+    @config.command(name="channel", description="Allow or disallow dreams in a channel")
+    @app_commands.describe(
+        action="allow: add to the list; disallow: remove; everywhere: clear the list",
+        channel="the channel (default: this one)",
+    )
+    async def config_channel(
+        self,
+        interaction: discord.Interaction,
+        action: Literal["allow", "disallow", "everywhere"],
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        config = await self.bot.store.guild_config(guild_id)
+        channel_id = channel.id if channel is not None else interaction.channel_id
+        allowed = set(config.allowed_channels)
+        if action == "everywhere":
+            allowed.clear()
+        elif channel_id is None:
+            raise PoliteError("Name a channel.")
+        elif action == "allow":
+            allowed.add(channel_id)
+        else:
+            allowed.discard(channel_id)
+        await self.bot.store.update_guild_config(guild_id, allowed_channels=frozenset(allowed))
+        await interaction.response.send_message(await self._summary(guild_id), ephemeral=True)
+
+    @config.command(name="presets", description="Enable or disable a preset on this server")
+    async def config_presets(
+        self,
+        interaction: discord.Interaction,
+        action: Literal["enable", "disable"],
+        name: str,
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        name = name.strip().lower()
+        config = await self.bot.store.guild_config(guild_id)
+        server = {p.name for p in await self.bot.store.presets(guild_id)}
+        known = set(_builtin_names()) | server
+        if name not in known:
+            raise PoliteError(f"There is no preset `{name}`; see `/presets`.")
+        disabled = set(config.disabled_presets)
+        if action == "disable":
+            disabled.add(name)
+        else:
+            disabled.discard(name)
+        if known <= disabled:
+            raise PoliteError("At least one preset has to stay enabled.")
+        await self.bot.store.update_guild_config(guild_id, disabled_presets=frozenset(disabled))
+        await interaction.response.send_message(await self._summary(guild_id), ephemeral=True)
+
+    async def _summary(self, guild_id: int) -> str:
+        config = await self.bot.store.guild_config(guild_id)
+        catalog = await self.bot.dreams.catalog(guild_id)
+        settings = self.bot.settings
+        channels = (
+            ", ".join(f"<#{c}>" for c in sorted(config.allowed_channels))
+            if config.allowed_channels
+            else "every channel"
+        )
+        cooldown = config.cooldown_s if config.cooldown_s is not None else settings.cooldown_s
+        disabled = ", ".join(sorted(config.disabled_presets)) or "none"
+        return (
+            f"**Dream settings**\nChannels: {channels}\nDefault preset: `{catalog.default}`\n"
+            f"Largest side: {catalog.max_side} px\nCooldown: {cooldown:g} s\n"
+            f"Disabled presets: {disabled}"
+        )
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.bot.settings.models:
+            raise PoliteError(
+                f"The model `{model}` is not offered by this bot. "
+                f"Models: {', '.join(self.bot.settings.models)}."
+            )
+
+
+def _guild_id(interaction: discord.Interaction) -> int:
+    if interaction.guild_id is None:
+        raise PoliteError("This works in a server.")
+    return interaction.guild_id
+
+
+def _options(
+    strength: float | None,
+    steps: int | None,
+    octaves: int | None,
+    layer: str | None,
+    model: str | None,
+    size: int | None,
+) -> dict[str, object]:
+    values = {
+        "strength": strength,
+        "steps": steps,
+        "octaves": octaves,
+        "layer": layer,
+        "model": model,
+        "max_size": size,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _builtin_names() -> list[str]:
+    return [n for n in PRESETS if n not in HIDDEN_PRESETS]
+
+
+def _builtin_choices(current: str) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=n, value=n) for n in _builtin_names() if current.lower() in n][
+        :25
+    ]
+
+
+async def setup(bot: DreamBot) -> None:
+    await bot.add_cog(ModerationCog(bot))

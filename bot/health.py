@@ -1,0 +1,66 @@
+"""A tiny HTTP endpoint for container health checks: gateway ready, latency finite, pool alive."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from dreamcore.pool import DreamPool
+
+    from .client import DreamBot
+
+__all__ = ["HealthServer", "health"]
+
+
+def health(bot: DreamBot, pool: DreamPool) -> tuple[bool, dict[str, Any]]:
+    """(healthy, details): what Docker's HEALTHCHECK (and a person with curl) reads."""
+    latency = bot.latency
+    gateway = bot.is_ready() and not bot.is_closed()
+    details: dict[str, Any] = {
+        "gateway": gateway,
+        "latency_s": latency if math.isfinite(latency) else None,
+        "pool": pool.ready,
+        "workers": pool.stats().workers,
+    }
+    return gateway and math.isfinite(latency) and pool.ready, details
+
+
+class HealthServer:
+    """`GET /healthz` -> 200 or 503 with JSON details; started and stopped by the root."""
+
+    def __init__(self, bot: DreamBot, pool: DreamPool, *, host: str, port: int) -> None:
+        self._bot = bot
+        self._pool = pool
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.port = int(address[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> HealthServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        ok, details = health(self._bot, self._pool)
+        return web.json_response(details, status=200 if ok else 503)

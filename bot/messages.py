@@ -1,0 +1,156 @@
+"""Every sentence and embed the bot shows, in one place, so tone and wording stay consistent.
+
+Failures reach users as one polite sentence: `polite_error` maps each typed error of dreamcore
+and of the pool to what the person can do about it, and never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import discord
+
+from dreamcore.errors import (
+    DreamCancelled,
+    DreamError,
+    ImageError,
+    InvalidParameterError,
+    JobCancelledError,
+    JobTimeoutError,
+    OwnerLimitError,
+    PoolBusyError,
+    PoolClosedError,
+    PoolError,
+    WeightsError,
+    WorkerCrashedError,
+)
+from dreamcore.jobs import JobResult
+
+from .errors import PoliteError
+
+__all__ = [
+    "EMBED_COLOUR",
+    "help_embed",
+    "info_text",
+    "no_image_text",
+    "polite_error",
+    "presets_embed",
+    "progress_text",
+    "result_embed",
+]
+
+log = logging.getLogger(__name__)
+
+EMBED_COLOUR = discord.Colour(0x7B5CD6)
+_BAR = 12
+
+
+def polite_error(exc: BaseException) -> str:
+    """One sentence for the user; the unexpected ones are logged with their traceback."""
+    match exc:
+        case PoliteError():
+            return exc.message
+        case PoolBusyError():
+            return "I'm busy with a lot of dreams right now; please try again in a minute."
+        case OwnerLimitError():
+            return (
+                f"You already have {exc.limit} dream(s) running or waiting; "
+                "let one finish and try again."
+            )
+        case JobTimeoutError():
+            return "That dream took too long and was stopped; try a smaller image or fewer steps."
+        case JobCancelledError() | DreamCancelled():
+            return "Dream cancelled."
+        case WorkerCrashedError():
+            return "The dreaming worker stumbled on that one; please try again."
+        case PoolClosedError():
+            return "I'm restarting; please try again in a minute."
+        case ImageError() | InvalidParameterError():
+            return str(exc)
+        case WeightsError():
+            log.error("Model weights problem: %s", exc)
+            return "That model isn't available right now; try another preset."
+        case PoolError() | DreamError():
+            log.warning("Dream failed: %r", exc)
+            return "That dream failed; please try again."
+    log.error("Unexpected error while dreaming", exc_info=exc)
+    return "Something went wrong on my side; please try again."
+
+
+def no_image_text(prefix: str) -> str:
+    return (
+        "I need a photo to dream on: attach one to your message "
+        f"(`{prefix}dream dogs` with the image), reply to a message that has one, "
+        "or use `/dream` and pick the image."
+    )
+
+
+def progress_text(
+    *, position: int | None = None, fraction: float | None = None, label: str = ""
+) -> str:
+    """Queued with a position, then a bar with a percentage."""
+    name = f" `{label}`" if label else ""
+    if fraction is None:
+        where = f"position {position}" if position else "next up"
+        return f"⏳ Queued{name} dream — {where} in line."
+    done = max(0, min(_BAR, round(fraction * _BAR)))
+    return f"🌀 Dreaming{name}… `{'█' * done}{'░' * (_BAR - done)}` {fraction:.0%}"
+
+
+def done_text(label: str, elapsed_s: float) -> str:
+    return f"✅ Dreamed `{label}` in {elapsed_s:.1f} s."
+
+
+def result_embed(label: str, result: JobResult, owner: discord.abc.User) -> discord.Embed:
+    """The line under the image: preset, model, seed and time taken."""
+    embed = discord.Embed(
+        description=(
+            f"**{label}** · {result.model} · seed `{result.seed}` · {result.elapsed_s:.1f} s"
+        ),
+        colour=EMBED_COLOUR,
+    )
+    embed.set_image(url=f"attachment://{result.filename}")
+    embed.set_footer(text=f"Dreamed for {owner.display_name}")
+    return embed
+
+
+def presets_embed(rows: Sequence[tuple[str, str]], default: str, prefix: str) -> discord.Embed:
+    lines = [
+        f"**{name}**{' (default)' if name == default else ''} — {description}"
+        for name, description in rows
+    ]
+    embed = discord.Embed(title="Dream presets", description="\n".join(lines)[:4000])
+    embed.colour = EMBED_COLOUR
+    embed.set_footer(text=f"Use: {prefix}dream <preset> [strength=2 steps=10 seed=7 size=768]")
+    return embed
+
+
+def help_embed(prefix: str) -> discord.Embed:
+    embed = discord.Embed(title="DeepDream", colour=EMBED_COLOUR)
+    embed.description = (
+        "I dream on your photos: eyes, dogs and swirls grow out of them.\n\n"
+        f"**Try it:** attach a photo and type `{prefix}dream dogs`, or use `/dream`.\n"
+        "Or right-click a message with a photo → **Apps** → **Dream this image**.\n\n"
+        f"**Options:** `{prefix}dream <preset> strength=2 steps=10 octaves=4 seed=7 size=768`\n"
+        f"`{prefix}presets` lists the presets, `/dream-info` shows the queue and your quota.\n"
+        "Under each dream: **Re-roll** (new seed), **Stronger**, **Weaker**."
+    )
+    return embed
+
+
+def info_text(
+    *,
+    queued: int,
+    running: int,
+    mine_running: int,
+    mine_queued: int,
+    quota_left: int | None,
+    cooldown_left_s: float,
+) -> str:
+    quota = "unlimited" if quota_left is None else f"{quota_left} left today"
+    wait = f" · cooldown {cooldown_left_s:.0f} s" if cooldown_left_s > 0 else ""
+    return (
+        f"Queue: {queued} waiting, {running} dreaming.\n"
+        f"You: {mine_running} dreaming, {mine_queued} waiting · quota {quota}{wait}."
+    )

@@ -1,0 +1,290 @@
+"""From what a user typed (or picked in a slash command) to a validated `JobSpec`.
+
+The prefix form `!dream dogs strength=2 seed=7` and the slash form's options meet here as a preset
+name plus a mapping of raw option values, and go through one validation: the same `JobSpec` model
+the pool uses, then `dreamcore.presets.resolve` for model and layer names. Every failure becomes a
+`PoliteError` naming the closest valid preset or the valid range.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import ValidationError
+
+from dreamcore.errors import InvalidParameterError
+from dreamcore.jobs import DreamOverrides, JobSpec
+from dreamcore.presets import PRESETS, resolve
+
+from .errors import PoliteError
+from .store import GuildConfig, ServerPreset
+
+__all__ = [
+    "OPTION_ALIASES",
+    "Catalog",
+    "DreamArgs",
+    "ResolvedDream",
+    "build_spec",
+    "parse_dream_args",
+    "validate_server_preset",
+]
+
+# What users may type before `=`, and the override (or "seed") it sets.
+OPTION_ALIASES: dict[str, str] = {
+    "strength": "strength",
+    "s": "strength",
+    "steps": "steps",
+    "octaves": "octaves",
+    "scale": "octave_scale",
+    "octave_scale": "octave_scale",
+    "step_size": "step_size",
+    "lr": "step_size",
+    "jitter": "jitter",
+    "layer": "layer",
+    "model": "model",
+    "size": "max_size",
+    "max_size": "max_size",
+    "seed": "seed",
+}
+USER_OPTIONS = ("strength", "steps", "octaves", "scale", "step_size", "jitter", "layer", "model",
+                "size", "seed")  # fmt: skip
+_DISPLAY = {"octave_scale": "scale", "max_size": "size"}
+# Presets that need more than one image; chat offers one image per dream.
+HIDDEN_PRESETS = frozenset({"guide"})
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_SEED_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class DreamArgs:
+    """What a prefix command's text says: an optional preset name and raw option values."""
+
+    preset: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolvedDream:
+    """A validated dream: the name the user knows it by and the spec the pool gets."""
+
+    label: str
+    spec: JobSpec
+
+
+def parse_dream_args(text: str) -> DreamArgs:
+    """`dogs strength=2 seed=7` -> DreamArgs("dogs", {"strength": "2", "seed": "7"})."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError:  # an unbalanced quote: read it as plain words
+        tokens = [t.strip("\"'") for t in text.split()]
+    preset: str | None = None
+    options: dict[str, str] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep and ":" in token and not token.startswith("<"):
+            key, sep, value = token.partition(":")
+        if not sep:
+            if preset is not None:
+                raise PoliteError(
+                    f"I expected one preset name and then options like `strength=2`, "
+                    f"but got both {preset!r} and {token!r}."
+                )
+            preset = token.strip().lower()
+            continue
+        key = key.strip().lower()
+        if key not in OPTION_ALIASES:
+            close = difflib.get_close_matches(key, list(OPTION_ALIASES), n=1, cutoff=0.6)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise PoliteError(
+                f"I don't know the option `{key}`.{hint} Options: {', '.join(USER_OPTIONS)}."
+            )
+        if not value.strip():
+            raise PoliteError(f"The option `{key}` needs a value, like `{key}=2`.")
+        options[OPTION_ALIASES[key]] = value.strip()
+    return DreamArgs(preset, options)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The presets one server offers: the built-ins it has not disabled, then its own."""
+
+    builtin: tuple[str, ...]
+    server: Mapping[str, ServerPreset]
+    default: str
+    models: tuple[str, ...]
+    max_side: int
+
+    @classmethod
+    def build(
+        cls,
+        config: GuildConfig | None,
+        server_presets: Iterable[ServerPreset] = (),
+        *,
+        models: Iterable[str] = ("efficientnet_lite0",),
+        max_side: int = 1024,
+    ) -> Catalog:
+        disabled = config.disabled_presets if config else frozenset()
+        builtin = tuple(n for n in PRESETS if n not in HIDDEN_PRESETS and n not in disabled)
+        server = {p.name: p for p in server_presets if p.name not in disabled}
+        names = [*builtin, *server]
+        default = config.default_preset if config and config.default_preset else "default"
+        if default not in names:
+            default = names[0] if names else "default"
+        if config and config.max_image_side:
+            max_side = min(max_side, config.max_image_side)
+        return cls(builtin, server, default, tuple(models), max_side)
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.builtin, *self.server]
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, description) of every preset offered, built-ins first."""
+        rows = [(n, PRESETS[n].description) for n in self.builtin]
+        rows += [(p.name, p.description) for p in self.server.values()]
+        return rows
+
+    def unknown(self, name: str) -> PoliteError:
+        close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.5)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        return PoliteError(
+            f"There is no preset `{name}` here.{hint} Presets: {', '.join(self.names)}."
+        )
+
+
+def build_spec(
+    catalog: Catalog,
+    preset: str | None,
+    options: Mapping[str, object] | None = None,
+    *,
+    seed: int | None = None,
+    output_budget: int | None = None,
+) -> ResolvedDream:
+    """Validate a preset choice plus options into the spec the pool gets."""
+    name = (preset or catalog.default).strip().lower()
+    values = {k: v for k, v in (options or {}).items() if v is not None and v != ""}
+    if "seed" in values:
+        seed = _seed(values.pop("seed"))
+    if name in catalog.server:
+        base = catalog.server[name].spec
+    elif name in catalog.builtin:
+        base = JobSpec(preset=name)
+    else:
+        raise catalog.unknown(name)
+    merged = {**base.overrides.model_dump(exclude_none=True), **values}
+    data: dict[str, object] = {"preset": base.preset, "overrides": merged, "seed": seed}
+    if output_budget is not None:
+        data["output_budget"] = output_budget
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PoliteError(describe_validation_error(exc)) from None
+    spec = _check_and_cap(spec, catalog)
+    return ResolvedDream(name, spec)
+
+
+def _seed(value: object) -> int:
+    try:
+        seed = int(str(value))
+    except ValueError:
+        raise PoliteError(f"`seed` must be a whole number from 0 to {_SEED_MAX}.") from None
+    if not 0 <= seed <= _SEED_MAX:
+        raise PoliteError(f"`seed` must be a whole number from 0 to {_SEED_MAX}.")
+    return seed
+
+
+def _check_and_cap(spec: JobSpec, catalog: Catalog) -> JobSpec:
+    """Model and layer names, the server's models, and the server's largest side."""
+    o = spec.overrides
+    if o.model is not None and o.model not in catalog.models:
+        close = difflib.get_close_matches(o.model, catalog.models, n=1, cutoff=0.4)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise PoliteError(
+            f"The model `{o.model}` is not offered here.{hint} Models: {', '.join(catalog.models)}."
+        )
+    if o.max_size is not None and o.max_size > catalog.max_side:
+        raise PoliteError(f"`size` must be between 32 and {catalog.max_side} here.")
+    try:
+        resolved = resolve(spec.preset, o)
+    except InvalidParameterError as exc:
+        raise PoliteError(str(exc)) from None
+    if resolved.max_size > catalog.max_side:
+        spec = spec.model_copy(
+            update={"overrides": o.model_copy(update={"max_size": catalog.max_side})}
+        )
+    return spec
+
+
+def validate_server_preset(
+    name: str, base: str, description: str, options: Mapping[str, object]
+) -> ServerPreset:
+    """A moderator's preset: a fresh name, a built-in base and overrides, all validated."""
+    name = name.strip().lower()
+    if not _NAME.match(name):
+        raise PoliteError(
+            "A preset name is 1-32 lowercase letters, digits, `-` or `_`, starting with a "
+            "letter or digit."
+        )
+    if name in PRESETS:
+        raise PoliteError(f"`{name}` is a built-in preset; pick another name.")
+    base = base.strip().lower()
+    offered = [n for n in PRESETS if n not in HIDDEN_PRESETS]
+    if base not in offered:
+        close = difflib.get_close_matches(base, offered, n=1, cutoff=0.5)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise PoliteError(f"`{base}` is not a built-in preset.{hint} Bases: {', '.join(offered)}.")
+    values = {k: v for k, v in options.items() if v is not None and v != ""}
+    try:
+        spec = JobSpec.model_validate({"preset": base, "overrides": values})
+        resolve(spec.preset, spec.overrides)
+    except ValidationError as exc:
+        raise PoliteError(describe_validation_error(exc)) from None
+    except InvalidParameterError as exc:
+        raise PoliteError(str(exc)) from None
+    description = description.strip() or f"{base}, customised"
+    return ServerPreset(name=name, description=description[:200], spec=spec)
+
+
+def option_range(name: str) -> str:
+    """'between 0.1 and 4.0' for an override, read from the model's own constraints."""
+    info = DreamOverrides.model_fields[name]
+    low = high = None
+    for meta in info.metadata:
+        if isinstance(meta, Ge | Gt):
+            low = meta.ge if isinstance(meta, Ge) else meta.gt
+        elif isinstance(meta, Le | Lt):
+            high = meta.le if isinstance(meta, Le) else meta.lt
+        elif hasattr(meta, "min_length"):
+            return f"a name of {meta.min_length} to {getattr(meta, 'max_length', '?')} characters"
+    kind = "a whole number" if info.annotation in (int, int | None) else "a number"
+    if low is not None and high is not None:
+        return f"{kind} between {low} and {high}"
+    if low is not None:
+        return f"{kind} above {low}"
+    return kind
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem of a spec, as one sentence a chat user can act on."""
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        context = error.get("ctx") or {}
+        inner = context.get("error")
+        if isinstance(inner, InvalidParameterError):
+            return str(inner)
+        if loc[:1] == ["overrides"] and len(loc) > 1:
+            field_name = loc[1]
+            shown = _DISPLAY.get(field_name, field_name)
+            if field_name in DreamOverrides.model_fields:
+                return f"`{shown}` must be {option_range(field_name)}."
+            return f"I don't know the option `{shown}`."
+        if loc[:1] == ["seed"]:
+            return f"`seed` must be a whole number from 0 to {_SEED_MAX}."
+        if loc[:1] == ["preset"]:
+            return str(inner or error["msg"])
+    return "Those options don't make a valid dream."

@@ -1,0 +1,428 @@
+"""The one code path every dream takes, whatever started it: prefix, slash, context menu, button.
+
+`DreamService.start` checks the channel, the options, the limits and the image, submits bytes and a
+`JobSpec` to the pool, and returns at once; a task per dream then follows the job's events into one
+progress message (edited at most every `progress_interval_s`) and ends with the image reply. The
+service never decodes an image: bytes go to the pool, bytes come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.utils import MISSING
+
+from dreamcore.errors import JobCancelledError
+from dreamcore.jobs import DreamOverrides, JobResult, JobSpec
+from dreamcore.pool import (
+    DreamPool,
+    Job,
+    JobFailed,
+    JobFinished,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+)
+from dreamcore.presets import resolve
+
+from .errors import PoliteError
+from .messages import done_text, no_image_text, polite_error, progress_text, result_embed
+from .parsing import Catalog, ResolvedDream, build_spec
+from .replies import InteractionReply, Reply
+from .settings import Settings
+from .sources import DownloadPolicy, download, find_image
+from .store import DreamRecord, GuildConfig, Store
+from .views import DreamAction, result_view, running_view
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["ActiveDream", "DreamRequest", "DreamService"]
+
+log = logging.getLogger(__name__)
+
+_DAY_S = 24 * 3600.0
+_BUDGET_MARGIN = 8 * 1024  # room for the multipart envelope under the upload limit
+_STRENGTH_STEP = 1.5
+_SEED_RANGE = 2**31
+
+
+@dataclass
+class DreamRequest:
+    """What someone asked for, before it is checked."""
+
+    reply: Reply
+    preset: str | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+    attachment: discord.Attachment | None = None  # the slash option or context-menu target
+    message: discord.Message | None = None  # the command's own message (prefix, mention)
+    search_history: bool = True
+
+
+@dataclass
+class ActiveDream:
+    """A dream in the pool, and what the service needs to follow and cancel it."""
+
+    id: str
+    owner_id: int
+    guild_id: int | None
+    label: str
+    job: Job
+    reply: Reply
+    task: asyncio.Task[None] | None = None
+    started: bool = False
+
+
+class DreamService:
+    """Starts dreams and follows them; the cogs and the buttons call into this, nothing else."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        pool: DreamPool,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.session = session
+        self.active: dict[str, ActiveDream] = {}
+        self._last_start: dict[int, float] = {}
+        self._closing = False
+        self.policy = DownloadPolicy(
+            max_bytes=settings.max_attachment_bytes,
+            max_pixels=settings.max_input_pixels,
+            timeout_s=settings.download_timeout_s,
+            hosts=frozenset(settings.cdn_hosts),
+            schemes=frozenset(settings.cdn_schemes),
+        )
+
+    def __repr__(self) -> str:
+        return f"<DreamService active={len(self.active)}>"
+
+    # --- what a server offers ----------------------------------------------------------------
+
+    async def guild_config(self, guild_id: int | None) -> GuildConfig | None:
+        return await self.store.guild_config(guild_id) if guild_id is not None else None
+
+    async def catalog(self, guild_id: int | None) -> Catalog:
+        config = await self.guild_config(guild_id)
+        presets = await self.store.presets(guild_id) if guild_id is not None else []
+        return Catalog.build(
+            config,
+            presets,
+            models=self.settings.models,
+            max_side=self.settings.max_image_side,
+        )
+
+    def cooldown_left(self, user_id: int, config: GuildConfig | None) -> float:
+        cooldown = self.settings.cooldown_s
+        if config is not None and config.cooldown_s is not None:
+            cooldown = config.cooldown_s
+        last = self._last_start.get(user_id)
+        return 0.0 if last is None else max(0.0, last + cooldown - time.monotonic())
+
+    async def quota_left(self, user_id: int) -> int | None:
+        if self.settings.daily_quota <= 0:
+            return None
+        used = await self.store.count_done_since(user_id, time.time() - _DAY_S)
+        return max(0, self.settings.daily_quota - used)
+
+    def mine(self, user_id: int) -> tuple[int, int]:
+        """(running, queued) dreams of a user."""
+        running = queued = 0
+        for dream in self.active.values():
+            if dream.owner_id == user_id:
+                if dream.started:
+                    running += 1
+                else:
+                    queued += 1
+        return running, queued
+
+    # --- starting a dream --------------------------------------------------------------------
+
+    async def start(self, request: DreamRequest) -> ActiveDream | None:
+        """Check, fetch and submit; errors become one polite reply. Returns at submit."""
+        reply = request.reply
+        try:
+            config = await self.guild_config(reply.guild.id if reply.guild else None)
+            self._check_channel(reply, config)
+            catalog = await self.catalog(reply.guild.id if reply.guild else None)
+            resolved = build_spec(
+                catalog, request.preset, request.options, output_budget=self._budget(reply)
+            )
+            await self._check_limits(reply, config)
+            await reply.ack()
+            attachment = await find_image(
+                option=request.attachment,
+                message=request.message,
+                channel=reply.channel if request.search_history else None,
+                history_limit=self.settings.history_limit,
+            )
+            if attachment is None:
+                raise PoliteError(no_image_text(self.settings.command_prefix))
+            image = await download(self.session, attachment, self.policy)
+            return await self._submit(reply, resolved, image)
+        except Exception as exc:
+            await self._say(reply, polite_error(exc))
+            return None
+
+    async def act(
+        self, interaction: discord.Interaction, dream_id: str, action: DreamAction
+    ) -> None:
+        """Re-roll, Stronger or Weaker: the stored input and spec, changed, dreamed again."""
+        reply = InteractionReply(interaction, ttl_s=self.settings.interaction_ttl_s)
+        try:
+            record = await self.store.dream(dream_id)
+            if record is None or record.source is None:
+                raise PoliteError(
+                    "I no longer have the photo of that dream; post it again with `/dream`."
+                )
+            config = await self.guild_config(reply.guild.id if reply.guild else None)
+            self._check_channel(reply, config)
+            spec = _changed(record.spec, action)
+            spec = spec.model_copy(update={"output_budget": self._budget(reply)})
+            await self._check_limits(reply, config)
+            await reply.ack()
+            await self._submit(reply, ResolvedDream(record.label, spec), record.source)
+        except Exception as exc:
+            await self._say(reply, polite_error(exc))
+
+    async def cancel(self, interaction: discord.Interaction, dream_id: str) -> None:
+        dream = self.active.get(dream_id)
+        if dream is None or dream.job.done:
+            await interaction.response.edit_message(view=None)
+            return
+        await interaction.response.edit_message(content="✖️ Cancelling…", view=None)
+        await dream.job.cancel()
+
+    def _check_channel(self, reply: Reply, config: GuildConfig | None) -> None:
+        if config is None or reply.channel is None:
+            return
+        channel = reply.channel
+        parent = getattr(channel, "parent_id", None)
+        if not config.allows_channel(getattr(channel, "id", None), parent):
+            where = ", ".join(f"<#{c}>" for c in sorted(config.allowed_channels))
+            raise PoliteError(f"Dreams happen in {where} on this server.")
+
+    async def _check_limits(self, reply: Reply, config: GuildConfig | None) -> None:
+        if self._closing:
+            raise PoliteError("I'm restarting; please try again in a minute.")
+        user_id = reply.user.id
+        wait = self.cooldown_left(user_id, config)
+        if wait > 0:
+            raise PoliteError(f"Easy there: you can dream again in {wait:.0f} s.")
+        left = await self.quota_left(user_id)
+        if left is not None and left <= 0:
+            raise PoliteError(
+                f"You've had your {self.settings.daily_quota} dreams for today; come back tomorrow."
+            )
+        if reply.guild is not None:
+            per_guild = Counter(d.guild_id for d in self.active.values())
+            if per_guild[reply.guild.id] >= self.settings.max_jobs_per_guild:
+                raise PoliteError(
+                    "This server has many dreams in progress; please try again in a minute."
+                )
+
+    def _budget(self, reply: Reply) -> int:
+        limit = min(reply.filesize_limit, self.settings.max_upload_bytes)
+        return max(64 * 1024, limit - _BUDGET_MARGIN)
+
+    async def _submit(self, reply: Reply, resolved: ResolvedDream, image: bytes) -> ActiveDream:
+        spec = resolved.spec
+        if spec.seed is None:
+            spec = spec.model_copy(update={"seed": secrets.randbelow(_SEED_RANGE)})
+        user_id = reply.user.id
+        job = await self.pool.submit(image, spec, owner=str(user_id))
+        dream_id = secrets.token_hex(6)
+        self._last_start[user_id] = time.monotonic()
+        dream = ActiveDream(
+            id=dream_id,
+            owner_id=user_id,
+            guild_id=reply.guild.id if reply.guild else None,
+            label=resolved.label,
+            job=job,
+            reply=reply,
+        )
+        self.active[dream_id] = dream
+        try:
+            await self.store.add_dream(
+                DreamRecord(
+                    id=dream_id,
+                    owner_id=user_id,
+                    guild_id=dream.guild_id,
+                    channel_id=getattr(reply.channel, "id", None),
+                    label=resolved.label,
+                    spec=spec,
+                    source=image if self.settings.source_retention_h > 0 else None,
+                )
+            )
+        except BaseException:
+            self.active.pop(dream_id, None)
+            await job.cancel()
+            raise
+        dream.task = asyncio.create_task(self._follow(dream), name=f"dream-{dream_id}")
+        return dream
+
+    # --- following a dream -------------------------------------------------------------------
+
+    async def _follow(self, dream: ActiveDream) -> None:
+        """Events -> one throttled progress message -> the image, or one polite sentence."""
+        reporter = _Reporter(dream.reply, self.settings.progress_interval_s)
+        status = "failed"
+        try:
+            await reporter.show(
+                progress_text(position=self.pool.queue_position(dream.job.id), label=dream.label),
+                view=running_view(dream.id, dream.owner_id),
+            )
+            async for event in dream.job.events():
+                match event:
+                    case JobQueued(position=position):
+                        reporter.update(progress_text(position=position, label=dream.label))
+                    case JobStarted():
+                        dream.started = True
+                        reporter.update(progress_text(fraction=0.0, label=dream.label))
+                    case JobProgress(progress=p):
+                        reporter.update(progress_text(fraction=p.fraction, label=dream.label))
+                    case JobFinished() | JobFailed():
+                        break
+            result = await dream.job.result()
+        except asyncio.CancelledError:
+            status = "cancelled"
+            with contextlib.suppress(Exception):
+                await dream.job.cancel()
+            raise
+        except JobCancelledError:
+            status = "cancelled"
+            await reporter.finish("✖️ Dream cancelled.")
+        except Exception as exc:
+            self._last_start.pop(dream.owner_id, None)  # a failure costs no cooldown
+            await reporter.finish(f"⚠️ {polite_error(exc)}")
+        else:
+            await reporter.finish(done_text(dream.label, result.elapsed_s))
+            if await self._deliver(dream, result):
+                status = "done"
+        finally:
+            self.active.pop(dream.id, None)
+            reporter.stop()
+            with contextlib.suppress(Exception):
+                await self.store.finish_dream(dream.id, status)  # type: ignore[arg-type]
+
+    async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
+        embed = result_embed(dream.label, result, dream.reply.user)
+        for attempt in range(2):
+            file = discord.File(io.BytesIO(result.image), filename=result.filename)
+            try:
+                await dream.reply.result(
+                    embed=embed, file=file, view=result_view(dream.id, dream.owner_id)
+                )
+                return True
+            except discord.HTTPException as exc:
+                log.warning("Could not send dream %s (try %d): %s", dream.id, attempt + 1, exc)
+                await asyncio.sleep(1.0)
+        return False
+
+    async def _say(self, reply: Reply, text: str) -> None:
+        try:
+            await reply.error(text)
+        except discord.HTTPException as exc:
+            log.warning("Could not tell %s: %s (%s)", reply.user.id, text, exc)
+
+    # --- shutting down -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop following dreams (the pool ends them); no new ones are taken."""
+        self._closing = True
+        tasks = [d.task for d in self.active.values() if d.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _changed(spec: JobSpec, action: DreamAction) -> JobSpec:
+    """The spec of a Re-roll (new seed), or one step Stronger or Weaker (same seed)."""
+    if action == "reroll":
+        old = spec.seed
+        seed = secrets.randbelow(_SEED_RANGE)
+        while seed == old:
+            seed = secrets.randbelow(_SEED_RANGE)
+        return spec.model_copy(update={"seed": seed})
+    strength = resolve(spec.preset, spec.overrides).strength
+    lo, hi = _strength_bounds()
+    new = strength * _STRENGTH_STEP if action == "stronger" else strength / _STRENGTH_STEP
+    new = round(min(hi, max(lo, new)), 3)
+    if new == strength:
+        word = "strongest" if action == "stronger" else "weakest"
+        raise PoliteError(f"That dream is already at its {word} ({strength:g}).")
+    overrides = spec.overrides.model_copy(update={"strength": new})
+    return spec.model_copy(
+        update={"overrides": DreamOverrides.model_validate(overrides.model_dump())}
+    )
+
+
+def _strength_bounds() -> tuple[float, float]:
+    lo, hi = 0.1, 4.0
+    for meta in DreamOverrides.model_fields["strength"].metadata:
+        lo = getattr(meta, "ge", lo)
+        hi = getattr(meta, "le", hi)
+    return lo, hi
+
+
+class _Reporter:
+    """One progress message: shown at once, then edited at most every `interval_s` seconds."""
+
+    def __init__(self, reply: Reply, interval_s: float) -> None:
+        self._reply = reply
+        self._interval = interval_s
+        self._shown: str | None = None
+        self._wanted: str | None = None
+        self._last = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def show(self, text: str, *, view: discord.ui.View | None = MISSING) -> None:
+        await self._edit(text, view=view)
+        self._task = asyncio.create_task(self._run())
+
+    def update(self, text: str) -> None:
+        self._wanted = text
+        self._wake.set()
+
+    async def finish(self, text: str) -> None:
+        self.stop()
+        await self._edit(text, view=None)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            delay = self._last + self._interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._wanted is not None and self._wanted != self._shown:
+                await self._edit(self._wanted)
+
+    async def _edit(self, text: str, *, view: Any = MISSING) -> None:
+        self._last = time.monotonic()
+        try:
+            await self._reply.progress(text, view=view)
+            self._shown = text
+        except discord.HTTPException as exc:
+            log.warning("Could not update a progress message: %s", exc)

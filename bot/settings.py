@@ -1,0 +1,148 @@
+"""The bot's configuration: read once from the environment (or `.env`) and passed down.
+
+Every setting has a default except the token, so a missing `DISCORD_TOKEN` fails at start with a
+message naming it. All other variables take the `DREAMBOT_` prefix; `.env.example` lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+
+
+def _split_list(value: object) -> object:
+    """Let list settings be written as `a,b,c` in the environment (JSON lists work too)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the bot can be told; one instance made by the composition root."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DREAMBOT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
+        populate_by_name=True,
+    )
+
+    # --- Discord -----------------------------------------------------------------------------
+    discord_token: SecretStr = Field(
+        validation_alias=AliasChoices("DISCORD_TOKEN", "discord_token"),
+        description="the bot token from the Developer Portal (required, never logged)",
+    )
+    command_prefix: str = Field("!", min_length=1, max_length=5)
+    message_content: bool = Field(
+        True,
+        description="ask for the privileged Message Content intent; off: mentions, slash and "
+        "context menu still work",
+    )
+    sync_guilds: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="guild ids that `--sync` copies the commands to (instant); empty: global sync",
+    )
+    owner_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="users allowed to run owner commands (empty: the application's owner)",
+    )
+
+    # --- storage -----------------------------------------------------------------------------
+    database_path: Path = Path("data/dreambot.sqlite3")
+    source_retention_h: float = Field(
+        24.0, ge=0, description="hours a dream's input image is kept for Re-roll/Stronger/Weaker"
+    )
+
+    # --- the dream pool ----------------------------------------------------------------------
+    devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="e.g. cuda:0,cuda:1; empty: every GPU found, else CPU"
+    )
+    workers_per_device: int = Field(1, ge=1, le=16)
+    cpu_workers: int | None = Field(None, ge=0, le=64)
+    torch_threads: int | None = Field(None, ge=1, le=256)
+    models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["efficientnet_lite0"])
+    max_queue: int = Field(32, ge=1, le=10_000, description="dreams waiting in the whole bot")
+    job_timeout_s: float = Field(300.0, gt=0)
+    pool_start_timeout_s: float = Field(300.0, gt=0)
+
+    # --- limits ------------------------------------------------------------------------------
+    max_jobs_per_user: int = Field(3, ge=1, le=100, description="one running + N-1 queued")
+    max_jobs_per_guild: int = Field(10, ge=1, le=10_000)
+    cooldown_s: float = Field(10.0, ge=0, description="default per-user cooldown")
+    daily_quota: int = Field(50, ge=0, description="finished dreams per user per day; 0: no limit")
+    max_image_side: int = Field(1024, ge=64, le=8192, description="largest side of a dream")
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_input_pixels: int = Field(40_000_000, ge=1024)
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, ge=64 * 1024, description="cap on top of the channel's upload limit"
+    )
+    download_timeout_s: float = Field(20.0, gt=0)
+    history_limit: int = Field(10, ge=0, le=100, description="recent messages searched for images")
+
+    # --- where images may come from (tests point these at the loopback CDN) ------------------
+    cdn_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DISCORD_CDN_HOSTS)
+    )
+    cdn_schemes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["https"])
+
+    # --- chat behaviour ----------------------------------------------------------------------
+    progress_interval_s: float = Field(3.0, ge=0, description="at most one edit per interval")
+    interaction_ttl_s: float = Field(
+        14 * 60.0, ge=0, description="after this, replies go to the channel, not the token"
+    )
+
+    # --- running -----------------------------------------------------------------------------
+    health_host: str = "127.0.0.1"
+    health_enabled: bool = True
+    health_port: int = Field(8080, ge=0, le=65535, description="0: any free port")
+    log_level: str = "INFO"
+
+    @field_validator(
+        "sync_guilds", "owner_ids", "devices", "models", "cdn_hosts", "cdn_schemes", mode="before"
+    )
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("cdn_schemes")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        value = [s.lower() for s in value]
+        if not value or any(s not in ("https", "http") for s in value):
+            raise ValueError("cdn_schemes must be https (or http, for a loopback test server)")
+        return value
+
+    @field_validator("cdn_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [h.lower() for h in value]
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if not isinstance(logging.getLevelName(value), int):
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    @field_validator("discord_token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("DISCORD_TOKEN is empty")
+        return value

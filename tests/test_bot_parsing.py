@@ -1,0 +1,175 @@
+"""Argument parsing and preset resolution: what users type becomes a valid spec or one sentence."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.errors import PoliteError
+from bot.parsing import (
+    Catalog,
+    build_spec,
+    parse_dream_args,
+    validate_server_preset,
+)
+from bot.store import GuildConfig, ServerPreset
+from dreamcore.jobs import DreamOverrides, JobSpec
+
+
+def catalog(
+    config: GuildConfig | None = None, presets: tuple[ServerPreset, ...] = (), **kw: object
+) -> Catalog:
+    return Catalog.build(config, presets, **kw)  # type: ignore[arg-type]
+
+
+# --- parsing the prefix form -------------------------------------------------------------------
+
+
+def test_preset_then_options() -> None:
+    args = parse_dream_args("dogs strength=2 seed=7")
+    assert args.preset == "dogs"
+    assert dict(args.options) == {"strength": "2", "seed": "7"}
+
+
+def test_no_arguments_means_the_default_preset() -> None:
+    args = parse_dream_args("")
+    assert args.preset is None and not args.options
+
+
+def test_aliases_and_colons_and_case() -> None:
+    args = parse_dream_args("DOGS Size=512 s:1.5 scale=1.3")
+    assert args.preset == "dogs"
+    assert dict(args.options) == {"max_size": "512", "strength": "1.5", "octave_scale": "1.3"}
+
+
+def test_options_without_a_preset() -> None:
+    args = parse_dream_args("steps=3")
+    assert args.preset is None and dict(args.options) == {"steps": "3"}
+
+
+def test_unknown_option_names_the_closest() -> None:
+    with pytest.raises(PoliteError, match=r"`strenght`.*Did you mean `strength`"):
+        parse_dream_args("dogs strenght=2")
+
+
+def test_two_preset_names_are_refused() -> None:
+    with pytest.raises(PoliteError, match="one preset name"):
+        parse_dream_args("dogs cats")
+
+
+def test_an_option_without_value_is_refused() -> None:
+    with pytest.raises(PoliteError, match="needs a value"):
+        parse_dream_args("dogs strength=")
+
+
+def test_unbalanced_quotes_do_not_crash() -> None:
+    assert parse_dream_args('dogs "seed=3').preset == "dogs"
+
+
+# --- building the spec -------------------------------------------------------------------------
+
+
+def test_builtin_preset_with_typed_options() -> None:
+    dream = build_spec(catalog(), "dogs", {"strength": "2", "steps": "3", "seed": "7"})
+    assert dream.label == "dogs"
+    assert dream.spec.preset == "dogs"
+    assert dream.spec.overrides.strength == 2.0 and dream.spec.overrides.steps == 3
+    assert dream.spec.seed == 7
+
+
+def test_no_preset_uses_the_servers_default() -> None:
+    dream = build_spec(catalog(GuildConfig(1, default_preset="cats")), None)
+    assert dream.spec.preset == "cats" and dream.label == "cats"
+
+
+def test_unknown_preset_names_the_closest_valid_one() -> None:
+    with pytest.raises(PoliteError, match=r"no preset `dgos`.*Did you mean `dogs`"):
+        build_spec(catalog(), "dgos")
+
+
+def test_out_of_range_option_states_the_valid_range() -> None:
+    with pytest.raises(PoliteError, match=r"`strength` must be a number between 0\.1 and 4\.0"):
+        build_spec(catalog(), "dogs", {"strength": "9"})
+    with pytest.raises(PoliteError, match="`steps` must be a whole number between 1 and 100"):
+        build_spec(catalog(), "dogs", {"steps": "many"})
+
+
+def test_bad_seed_is_refused_politely() -> None:
+    with pytest.raises(PoliteError, match="`seed` must be a whole number"):
+        build_spec(catalog(), "dogs", {"seed": "-1"})
+    with pytest.raises(PoliteError, match="`seed` must be a whole number"):
+        build_spec(catalog(), "dogs", {"seed": "abc"})
+
+
+def test_unknown_layer_names_the_closest() -> None:
+    with pytest.raises(PoliteError, match=r"Did you mean 'blocks\.6'"):
+        build_spec(catalog(), "dogs", {"layer": "blocks.9"})
+
+
+def test_models_not_loaded_by_the_bot_are_refused() -> None:
+    with pytest.raises(PoliteError, match="`vgg16` is not offered here"):
+        build_spec(catalog(), "dogs", {"model": "vgg16"})
+    dream = build_spec(catalog(models=("efficientnet_lite0", "vgg16")), "dogs", {"model": "vgg16"})
+    assert dream.spec.overrides.model == "vgg16"
+
+
+def test_size_is_capped_by_the_server_and_the_bot() -> None:
+    small = catalog(GuildConfig(1, max_image_side=256), max_side=1024)
+    assert build_spec(small, "dogs").spec.overrides.max_size == 256, "preset's 1024 clamped"
+    assert build_spec(small, "dogs", {"max_size": 128}).spec.overrides.max_size == 128
+    with pytest.raises(PoliteError, match="between 32 and 256"):
+        build_spec(small, "dogs", {"max_size": 512})
+
+
+def test_server_preset_is_its_base_plus_overrides_and_user_options_win() -> None:
+    server = ServerPreset(
+        "puppies", "More dogs", JobSpec(preset="dogs", overrides=DreamOverrides(strength=2.5))
+    )
+    cat = catalog(None, (server,))
+    dream = build_spec(cat, "puppies", {"steps": 4})
+    assert dream.label == "puppies"
+    assert dream.spec.preset == "dogs"
+    assert dream.spec.overrides.strength == 2.5 and dream.spec.overrides.steps == 4
+    assert build_spec(cat, "puppies", {"strength": 1}).spec.overrides.strength == 1.0
+
+
+def test_disabled_presets_are_not_offered() -> None:
+    cat = catalog(GuildConfig(1, disabled_presets=frozenset({"fish"})))
+    assert "fish" not in cat.names
+    with pytest.raises(PoliteError, match="no preset `fish`"):
+        build_spec(cat, "fish")
+
+
+def test_presets_needing_two_images_are_not_offered_in_chat() -> None:
+    assert "guide" not in catalog().names
+
+
+def test_the_output_budget_is_passed_through() -> None:
+    assert build_spec(catalog(), "dogs", output_budget=100_000).spec.output_budget == 100_000
+
+
+# --- moderators' presets -----------------------------------------------------------------------
+
+
+def test_a_server_preset_is_validated_like_a_job_spec() -> None:
+    preset = validate_server_preset("Puppies", "dogs", "", {"strength": 2, "steps": 3})
+    assert preset.name == "puppies"
+    assert preset.spec == JobSpec(preset="dogs", overrides=DreamOverrides(strength=2, steps=3))
+    assert preset.description
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "options", "message"),
+    [
+        ("dogs", "dogs", {}, "built-in preset"),
+        ("bad name!", "dogs", {}, "lowercase letters"),
+        ("puppies", "dgos", {}, "Did you mean `dogs`"),
+        ("puppies", "guide", {}, "not a built-in preset"),
+        ("puppies", "dogs", {"strength": 50}, "between 0.1 and 4.0"),
+        ("puppies", "dogs", {"layer": "nope"}, "Unknown layer"),
+    ],
+)
+def test_bad_server_presets_get_one_sentence(
+    name: str, base: str, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(PoliteError, match=message):
+        validate_server_preset(name, base, "", options)

@@ -1,0 +1,120 @@
+"""Settings: a token without a default, secrets kept out of reprs and logs, lists from env."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bot.__main__ import describe_settings_error, main, pool_config
+from bot.settings import Settings
+
+SECRET = "MTIzNDU2Nzg5.secret-token-value"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No settings leak in from the machine or a .env file in the working directory."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("DREAMBOT_") or name == "DISCORD_TOKEN":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_missing_token_fails_naming_the_setting() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert "DISCORD_TOKEN is not set" in describe_settings_error(info.value)
+
+
+def test_main_exits_with_a_message_when_the_token_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([]) == 2
+    assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_token_never_appears_in_repr_str_or_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    settings = Settings()
+    assert settings.discord_token.get_secret_value() == SECRET
+    for text in (repr(settings), str(settings), str(settings.model_dump())):
+        assert SECRET not in text
+
+
+def test_invalid_setting_error_names_it_without_echoing_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    monkeypatch.setenv("DREAMBOT_COOLDOWN_S", "soon")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    text = describe_settings_error(info.value)
+    assert "DREAMBOT_COOLDOWN_S" in text
+    assert SECRET not in text and "soon" not in text
+
+
+def test_lists_read_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    monkeypatch.setenv("DREAMBOT_SYNC_GUILDS", "123, 456")
+    monkeypatch.setenv("DREAMBOT_CDN_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("DREAMBOT_CDN_SCHEMES", '["http"]')
+    settings = Settings()
+    assert settings.sync_guilds == [123, 456]
+    assert settings.cdn_hosts == ["127.0.0.1"]
+    assert settings.cdn_schemes == ["http"]
+
+
+def test_defaults_only_download_from_discords_cdn_over_https(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    settings = Settings()
+    assert settings.cdn_schemes == ["https"]
+    assert set(settings.cdn_hosts) == {"cdn.discordapp.com", "media.discordapp.net"}
+
+
+def test_other_schemes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    monkeypatch.setenv("DREAMBOT_CDN_SCHEMES", "ftp")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    env = tmp_path / "bot.env"
+    env.write_text(f"DISCORD_TOKEN={SECRET}\nDREAMBOT_COMMAND_PREFIX=?\n")
+    settings = Settings(_env_file=env)  # type: ignore[call-arg]
+    assert settings.command_prefix == "?"
+
+
+def test_pool_config_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    monkeypatch.setenv("DREAMBOT_DEVICES", "cpu")
+    monkeypatch.setenv("DREAMBOT_MAX_JOBS_PER_USER", "2")
+    monkeypatch.setenv("DREAMBOT_MAX_QUEUE", "5")
+    config = pool_config(Settings())
+    assert config.devices == ("cpu",)
+    assert config.max_per_owner == 2
+    assert config.max_queue == 5
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    for name in Settings.model_fields:
+        env = "DISCORD_TOKEN" if name == "discord_token" else f"DREAMBOT_{name.upper()}"
+        assert f"{env}=" in example, env
+
+
+def test_log_level_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    monkeypatch.setenv("DREAMBOT_LOG_LEVEL", "debug")
+    assert Settings().log_level == "DEBUG"
+    assert isinstance(logging.getLevelName("DEBUG"), int)
+    monkeypatch.setenv("DREAMBOT_LOG_LEVEL", "chatty")
+    with pytest.raises(ValidationError):
+        Settings()
