@@ -128,9 +128,16 @@ def _step(
     g = pyramid_normalize(g, params.pyramid_levels)
     g = damp_chroma(g, params.chroma)
     g = g / (g.abs().mean() + 1e-8)
-    stepped = (img + params.step_size * g).clamp_(0, 1)
-    # Clamping dark pixels keeps some colour pushes and drops their opposites: re-centre the
-    # colour of the step as it really landed, so no hue accumulates over the whole picture.
+    return apply_step(img, params.step_size * g)
+
+
+def apply_step(img: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Add a step, keep pixels valid, and re-centre the colour of the change as it landed.
+
+    Clamping dark pixels keeps some colour pushes and drops their opposites; summed over hundreds
+    of steps that tints the whole picture (dark photos drift to green) unless re-centred.
+    """
+    stepped = (img + step).clamp_(0, 1)
     return (img + _center_chroma(stepped - img)).clamp_(0, 1)
 
 

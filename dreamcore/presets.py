@@ -62,12 +62,14 @@ def _classes(group: str, weight: float = 1.0) -> Term:
 
 def _animal(name: str, description: str, group: str) -> Preset:
     # Measured: blocks.4 grows heads (eyes, noses, snouts); the class term picks *which* animal.
-    # 15 steps of 0.015 per octave: heads you can see even on the dark Hubble field.
+    # Six octaves of 12 steps of 0.015: heads form in the coarse octaves, and these settings grow
+    # heads you can see even on the dark Hubble field (5 octaves of 10 steps of 0.01 did not).
     return Preset(
         name=name,
         description=description,
         terms=(_layer("blocks.4"), _classes(group)),
-        steps=15,
+        octaves=6,
+        steps=12,
         step_size=0.015,
     )
 
@@ -94,17 +96,21 @@ _ALL = [
         name="edges",
         description="Low layer: fine strokes and edges",
         terms=(_layer("blocks.1"),),
-        octaves=4,
+        octaves=2,  # few octaves: strokes grown at a coarse octave would be scaled up into bands
     ),
     Preset(
         name="patterns",
         description="Middle layer: textures and repeating patterns",
         terms=(_layer("blocks.3"),),
+        octaves=4,
     ),
     Preset(
         name="objects",
         description="High layer: object parts (heads, wheels, windows)",
         terms=(_layer("blocks.6"),),
+        octaves=6,  # object parts form at coarse scales, like the animal presets' heads
+        steps=12,
+        step_size=0.015,
     ),
     Preset(
         name="guide",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -66,7 +68,7 @@ def test_cancellation_stops_between_two_steps(net) -> None:  # type: ignore[no-u
 def test_octaves_grow_from_small_to_the_full_size() -> None:
     sizes = octave_sizes((400, 600), DreamParams(octaves=4, octave_scale=1.5))
     assert sizes[-1] == (400, 600)
-    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in itertools.pairwise(sizes))
     assert sizes[0] == (round(400 / 1.5**3), round(600 / 1.5**3))
     with pytest.raises(InvalidParameterError):
         DreamParams(octaves=0)

@@ -1,0 +1,5 @@
+"""`python -m dreamcore` is the `dreamcore` command."""
+
+from .cli import main
+
+raise SystemExit(main())
