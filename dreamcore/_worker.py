@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -57,9 +58,36 @@ def worker_main(
     events: Connection,
     cancel: ctypes.c_int64,
 ) -> None:
-    """Entry point of the child process; returns (and the process exits) when `jobs` closes."""
+    """Entry point of the child process: serve until the pool closes `jobs`, then exit at once."""
     # Ctrl-C reaches the whole process group; the pool, not the terminal, decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = 1
+    try:
+        code = _serve(device, models, threads, jobs, events, cancel)
+    except BaseException:  # a bug in this loop: the pool sees the exit and replaces us
+        print(f"dream worker {slot}: unexpected error in its main loop", file=sys.stderr)
+        traceback.print_exc()
+    finally:
+        jobs.close()
+        events.close()
+        # The interpreter's teardown of torch takes a second or more, and a worker has nothing
+        # left to save (no children, no files): exit now, so the pool's close need not wait.
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _serve(
+    device: str,
+    models: Sequence[str],
+    threads: int,
+    jobs: Connection,
+    events: Connection,
+    cancel: ctypes.c_int64,
+) -> int:
+    """Load the models, then run jobs until `jobs` closes; the exit code."""
     parent = os.getppid()
     try:
         import torch
@@ -71,20 +99,19 @@ def worker_main(
         from .runner import run_job, warm_up
 
         warm_up(models, device)
-    except BaseException as exc:
-        error, tb = portable_error(exc)
-        _send(events, (START_FAILED, error, tb))
-        return
+    except Exception as exc:
+        _send(events, (START_FAILED, *portable_error(exc)))
+        return 1
     if not _send(events, (READY, os.getpid())):
-        return
+        return 0
 
     while True:
         try:
             seq, image, spec = jobs.recv()
         except (EOFError, OSError):
-            break
+            return 0
         if not _send(events, (STARTED, seq)):
-            break
+            return 0
         last = 0.0
 
         def progress(p: Progress, seq: int = seq) -> None:
@@ -109,9 +136,7 @@ def worker_main(
                 torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back
         del image
         if not _send(events, reply):
-            break
-    jobs.close()
-    events.close()
+            return 0
 
 
 def portable_error(exc: BaseException) -> tuple[DreamError, str | None]:

@@ -45,6 +45,8 @@ How it works, and the choices the issue left open:
   the next step and exits.
 - Errors from a worker arrive as the same DreamError class with the same message; anything
   unexpected arrives as a plain DreamError and its traceback is logged here.
+- Additions to the agreed API, all optional: `PoolConfig.cancel_grace_s`, `PoolStats.idle` and
+  `.rejected`, and `DreamPool.worker_pids()` (for ops, and for tests that kill a worker).
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ class Job:
         """The dream, or the typed error that ended the job."""
         await self._finished.wait()
         if self._error is not None:
-            raise self._error
+            raise self._error.with_traceback(None)  # each await gets a fresh traceback
         assert self._result is not None
         return self._result
 
@@ -248,7 +250,11 @@ class Job:
 
     def _end(self, result: JobResult | None, error: DreamError | None) -> None:
         self._result, self._error, self._image, self._position = result, error, None, None
-        self._emit(JobFinished(result) if result is not None else JobFailed(error))  # type: ignore[arg-type]
+        if result is not None:
+            self._emit(JobFinished(result))
+        else:
+            assert error is not None
+            self._emit(JobFailed(error))
         self._finished.set()
 
 
@@ -455,6 +461,8 @@ class DreamPool:
         """Queue a dream; fails at once with PoolBusyError, OwnerLimitError or PoolClosedError."""
         if not self._started or self._closing:
             raise PoolClosedError("the dream pool is not running")
+        if not isinstance(image, bytes | bytearray | memoryview):
+            raise TypeError(f"image must be bytes, not {type(image).__name__}")
         if not isinstance(spec, JobSpec):
             raise TypeError(f"spec must be a JobSpec, not {type(spec).__name__}")
         timeout = self.config.job_timeout_s if timeout_s is None else timeout_s
@@ -639,6 +647,9 @@ class DreamPool:
                 break
         conn.close()
         w.process.join(10.0)  # it closed the pipe by exiting; collect its exit code
+        if w.process.exitcode is None:  # closed the pipe yet lives on: never leave it behind
+            w.kill()
+            w.process.join(10.0)
         self._to_loop(self._on_exit, w)
 
     def _to_loop(self, callback: Any, *args: Any) -> bool:

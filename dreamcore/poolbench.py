@@ -1,23 +1,30 @@
 """`dreamcore bench --pool`: what the worker pool costs and what it buys.
 
-For a burst of identical-sized jobs it measures, in one run and on the same jobs:
-- the engine called in-process, one job after another (the baseline);
-- the pool with each worker count asked for: throughput (jobs per minute) and latency (submit to
-  result, p50 and p95), with every job submitted at once.
-
-The pool's overhead is the 1-worker pool against the in-process baseline, both using the same
-device and the same number of torch threads: (pool wall time - in-process wall time) per job.
-Rows with more workers show their speed-up over the baseline instead. Before each measurement,
-one untimed job per worker (and one in-process) warms the caches, so model loading and first-call
-costs are not counted on either side. The in-process pass runs before the pools.
+In one run, on the same jobs (one synthetic image of `size` px, seeds 0..jobs-1):
+- Overhead: each job is run in-process (`run_job` in this process) and through an idle 1-worker
+  pool, alternating which goes first, so drift in the machine's speed falls on both sides alike;
+  both use the same device and number of torch threads. The overhead is the mean difference per
+  job (pool minus in-process), also as a percentage of the in-process time. Because that
+  difference also holds the machine's noise, the pool's own time is given too: each pooled job's
+  submit-to-result time minus the worker's own `run_job` time (transfer, pickling, dispatch and
+  events; everything the pool adds that is not the dream itself). The in-process row's
+  throughput and latency are of those runs one after another, as if all arrived at once.
+- Throughput and latency: for each worker count, every job is submitted at once (a burst);
+  latency is submit to result (p50 and p95), throughput is jobs per minute of wall time.
+Before any timing, one untimed job per worker (and one in-process) warms the caches, so model
+loading and first-call costs count on neither side.
 
 Worker counts are per device on CUDA (`workers_per_device`) and CPU workers otherwise, where the
-torch threads are split between the workers (cores // workers each) as the pool does.
+torch threads are split between the workers (cores // workers each) as the pool does, unless
+`threads` fixes them. On a CPU shared with other busy processes, several torch threads per process
+can run many times slower and vary wildly from run to run (each parallel region waits for its
+slowest thread); `threads=1` then gives steadier figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import statistics
@@ -47,28 +54,110 @@ def default_worker_counts() -> list[int]:
 
 
 def run_pool_benchmark(
-    worker_counts: Sequence[int], jobs: int, size: int, preset: str
+    worker_counts: Sequence[int],
+    jobs: int,
+    size: int,
+    preset: str,
+    *,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One row for the in-process baseline, then one per worker count (see `format_table`)."""
+    """The in-process baseline (with the pool's overhead), then one row per worker count.
+
+    `threads` fixes the torch threads of every worker and of the in-process runs; None splits
+    the cores between the workers as the pool does.
+    """
     if jobs < 1 or not worker_counts or min(worker_counts) < 1:
         raise ValueError("need at least one job and worker counts of at least 1")
-    image = sample_image(size)
     specs = [
         JobSpec(preset=preset, overrides=DreamOverrides(max_size=size), seed=i) for i in range(jobs)
     ]
+    counts = sorted(set(worker_counts))
+    return asyncio.run(_benchmark(counts, sample_image(size), specs, threads))
+
+
+async def _benchmark(
+    worker_counts: list[int], image: bytes, specs: list[JobSpec], threads: int | None
+) -> list[dict[str, Any]]:
+    import torch
+
     model = PRESETS[specs[0].preset].model
-    baseline = _in_process(image, specs, model, _config(1, model))
-    rows = [baseline]
-    for workers in worker_counts:
-        row = asyncio.run(_pooled(image, specs, _config(workers, model)))
-        speedup = baseline["wall_s"] / row["wall_s"]
-        row["speedup"] = round(speedup, 3)
-        if workers == 1:
-            extra = (row["wall_s"] - baseline["wall_s"]) / jobs
-            row["overhead_s_per_job"] = round(extra, 4)
-            row["overhead_pct"] = round(100 * extra / (baseline["wall_s"] / jobs), 2)
-        rows.append(row)
+    rows: list[dict[str, Any]] = []
+    threads_before = torch.get_num_threads()
+    try:
+        for workers in sorted({1, *worker_counts}):
+            config = _config(workers, model, threads)
+            async with DreamPool(config) as pool:
+                warm = [await pool.submit(image, specs[0]) for _ in range(pool.stats().workers)]
+                await asyncio.gather(*(job.result() for job in warm))
+                if workers == 1:
+                    rows.append(await _paired(pool, image, specs, *_plan(config)[0], model))
+                if workers in worker_counts:
+                    rows.append(await _burst(pool, image, specs, _plan(config)))
+    finally:
+        torch.set_num_threads(threads_before)
+    base = rows[0]["wall_s"]
+    for row in rows:
+        row["speedup"] = round(base / row["wall_s"], 3)
     return rows
+
+
+async def _paired(
+    pool: DreamPool, image: bytes, specs: list[JobSpec], device: str, threads: int, model: str
+) -> dict[str, Any]:
+    """Each job in-process and through the idle 1-worker pool, alternating which goes first,
+    so that drift in the machine's speed falls on both sides alike."""
+    import torch
+
+    from .runner import run_job, warm_up
+
+    torch.set_num_threads(threads)  # the same as the worker's
+    warm_up([model], device)
+    run_job(image, specs[0], device=device)  # untimed: first-call costs
+    log.info("paired: %d jobs in-process and through 1 worker on %s", len(specs), device)
+    local: list[float] = []
+    pooled: list[float] = []
+    own: list[float] = []  # pool latency minus the worker's own run_job time
+    engine: list[float] = []
+    for i, spec in enumerate(specs):
+        for side in ("local", "pool") if i % 2 == 0 else ("pool", "local"):
+            start = time.perf_counter()
+            if side == "local":
+                engine.append(run_job(image, spec, device=device).elapsed_s)
+                local.append(time.perf_counter() - start)
+            else:
+                result = await (await pool.submit(image, spec)).result()
+                pooled.append(time.perf_counter() - start)
+                own.append(pooled[-1] - result.elapsed_s)
+    # In-process jobs one after another, as if all had arrived at once.
+    finished = list(itertools.accumulate(local))
+    row = _row("in-process", 1, threads, device, specs, finished[-1], finished, engine)
+    extra = (sum(pooled) - sum(local)) / len(specs)
+    row["pool_sequential_s"] = round(statistics.fmean(pooled), 4)
+    row["overhead_s_per_job"] = round(extra, 4)
+    row["overhead_pct"] = round(100 * extra / statistics.fmean(local), 2)
+    row["pool_own_s_per_job"] = round(statistics.fmean(own), 4)
+    row["pool_own_pct"] = round(100 * statistics.fmean(own) / statistics.fmean(local), 2)
+    return row
+
+
+async def _burst(
+    pool: DreamPool, image: bytes, specs: list[JobSpec], plan: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """Every job submitted at once; latency is submit to result."""
+    log.info("burst: %d jobs, %d workers on %s", len(specs), len(plan), plan[0][0])
+    start = time.perf_counter()
+    latencies: list[float] = []
+    engine: list[float] = []
+
+    async def one(spec: JobSpec) -> None:
+        result = await (await pool.submit(image, spec)).result()
+        latencies.append(time.perf_counter() - start)
+        engine.append(result.elapsed_s)
+
+    await asyncio.gather(*(one(spec) for spec in specs))
+    wall = time.perf_counter() - start
+    devices = sorted({d for d, _ in plan})
+    return _row("pool", len(plan), plan[0][1], "+".join(devices), specs, wall, latencies, engine)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -104,9 +193,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     )
     for r in rows:
         if r.get("overhead_pct") is not None:
+            local = r["wall_s"] / r["jobs"]
             text.append(
-                f"pool overhead (1 worker vs in-process): {r['overhead_s_per_job'] * 1000:+.1f} ms "
-                f"per job ({r['overhead_pct']:+.2f}%)"
+                f"pool overhead: {r['overhead_s_per_job'] * 1000:+.1f} ms per job "
+                f"({r['overhead_pct']:+.2f}%): each job in-process {local:.3f} s, through an idle "
+                f"1-worker pool {r['pool_sequential_s']:.3f} s (mean, alternating)"
+            )
+            text.append(
+                f"pool's own time: {r['pool_own_s_per_job'] * 1000:+.1f} ms per job "
+                f"({r['pool_own_pct']:+.2f}%): submit-to-result minus the worker's run_job time"
             )
     return "\n".join(text)
 
@@ -127,7 +222,7 @@ def sample_image(size: int) -> bytes:
     return out.getvalue()
 
 
-def _config(workers: int, model: str) -> PoolConfig:
+def _config(workers: int, model: str, threads: int | None) -> PoolConfig:
     import torch
 
     on_cuda = torch.cuda.is_available()
@@ -135,61 +230,11 @@ def _config(workers: int, model: str) -> PoolConfig:
         workers_per_device=workers if on_cuda else 1,
         devices=None if on_cuda else ("cpu",),
         cpu_workers=None if on_cuda else workers,
+        torch_threads=threads,
         models=(model,),
         max_queue=10_000,
         job_timeout_s=3600.0,
     )
-
-
-def _in_process(
-    image: bytes, specs: list[JobSpec], model: str, config: PoolConfig
-) -> dict[str, Any]:
-    import torch
-
-    from .runner import run_job, warm_up
-
-    device, threads = _plan(config)[0]
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        warm_up([model], device)
-        run_job(image, specs[0], device=device)  # untimed: first-call costs
-        log.info("in-process: %d jobs on %s, %d threads", len(specs), device, threads)
-        latencies, engine = [], []
-        start = time.perf_counter()
-        for spec in specs:
-            result = run_job(image, spec, device=device)
-            latencies.append(time.perf_counter() - start)  # a burst: each waits for those before
-            engine.append(result.elapsed_s)
-        wall = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(before)
-    return _row("in-process", 1, threads, device, specs, wall, latencies, engine)
-
-
-async def _pooled(image: bytes, specs: list[JobSpec], config: PoolConfig) -> dict[str, Any]:
-    plan = _plan(config)
-    async with DreamPool(config) as pool:
-        warm = [await pool.submit(image, specs[0]) for _ in plan]
-        await asyncio.gather(*(job.result() for job in warm))
-        log.info("pool: %d jobs, %d workers on %s", len(specs), len(plan), plan[0][0])
-
-        start = time.perf_counter()
-        latencies: list[float] = []
-        engine: list[float] = []
-
-        async def one(spec: JobSpec) -> None:
-            job = await pool.submit(image, spec)
-            result = await job.result()
-            latencies.append(time.perf_counter() - start)
-            engine.append(result.elapsed_s)
-
-        await asyncio.gather(*(one(spec) for spec in specs))
-        wall = time.perf_counter() - start
-    device = (
-        plan[0][0] if len({d for d, _ in plan}) == 1 else "+".join(sorted({d for d, _ in plan}))
-    )
-    return _row("pool", len(plan), plan[0][1], device, specs, wall, latencies, engine)
 
 
 def _row(
@@ -218,6 +263,9 @@ def _row(
         "mean_latency_s": round(statistics.fmean(latencies), 4),
         "engine_s": round(statistics.fmean(engine), 4),  # run_job's own time, per job
         "speedup": 1.0,
+        "pool_sequential_s": None,
         "overhead_s_per_job": None,
         "overhead_pct": None,
+        "pool_own_s_per_job": None,
+        "pool_own_pct": None,
     }

@@ -14,12 +14,12 @@ from io import BytesIO
 
 import numpy as np
 import torch
+from photos import tensor
 from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
 from dreamcore.models import DreamNet, load_model
 from dreamcore.objectives import CLASS_GROUPS
-from photos import tensor
 
 VIEW = 240  # EfficientNet-Lite1's native input size
 

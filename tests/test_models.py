@@ -81,7 +81,7 @@ def test_default_model_layer_table_matches_the_network() -> None:
 def test_unknown_model_and_layer_name_the_closest_valid_one() -> None:
     with pytest.raises(UnknownModelError, match="googlenet"):
         get_model("googlenett")
-    with pytest.raises(UnknownLayerError, match="blocks.4"):
+    with pytest.raises(UnknownLayerError, match=r"blocks\.4"):
         get_model("efficientnet_lite0").layer("block.4")
 
 

@@ -60,7 +60,7 @@ def test_model_override_maps_layers_to_the_same_relative_depth() -> None:
 
 
 def test_bad_overrides_name_the_valid_choice() -> None:
-    with pytest.raises(UnknownLayerError, match="blocks.4"):
+    with pytest.raises(UnknownLayerError, match=r"blocks\.4"):
         resolve("dogs", DreamOverrides(layer="blocks.44"))
     with pytest.raises(UnknownModelError, match="vgg16"):
         resolve("dogs", DreamOverrides(model="vgg61"))
