@@ -1,0 +1,62 @@
+"""`dogs` turns photos towards dogs, as an independent judge sees them, and keeps the scene.
+
+The dreamer is EfficientNet-Lite0; the judge is EfficientNet-Lite1 (tests/judge.py), so a
+pattern that fools only the dreamer's own classifier does not count. Each photo is dreamed once
+at 512 px with the shipped `dogs` preset and a fixed seed, through the whole job path (bytes in,
+encoded bytes out).
+
+Thresholds, and why (figures measured at seed 1 on 2 CPU threads, inputs -> outputs):
+- Lightly blurred JPEG, mean dog mass over the judge's ten views: at least 0.2 and at least
+  5x the photo's own (measured 0.02 -> 0.42 chelsea, 0.03 -> 0.31 coffee, 0.03 -> 0.27 Hubble).
+  A photo with no dog reads 0.02-0.03: a fifth of the judge's belief is a lot of dog.
+- Heavily blurred (3.2 px at 512), fur speckle gone: the mean dog mass at least doubles, and the
+  best view gains at least 0.15 (measured 0.45 -> 0.64 chelsea, whose blurred cat already looks
+  a bit like a dog; 0.05 -> 0.34 coffee; 0.04 -> 0.37 Hubble): somewhere there is a head.
+- Structural similarity, greyscale at 128 px, at least 0.3 (measured 0.37-0.48; unrelated photos
+  score below 0.1): the cup, the cat, the galaxies are still where they were.
+"""
+
+from __future__ import annotations
+
+import pytest
+from judge import class_mass, heavy, light, structure
+from photos import photo, png_bytes
+from PIL import Image
+
+from dreamcore.images import decode_image
+from dreamcore.jobs import JobSpec
+from dreamcore.runner import run_job
+
+PHOTOS = ["chelsea.png", "coffee.png", "hubble_deep_field.jpg"]
+
+
+@pytest.fixture(scope="module", params=PHOTOS)
+def dreamed(request: pytest.FixtureRequest) -> tuple[Image.Image, Image.Image]:
+    src = photo(request.param, 512)
+    result = run_job(png_bytes(src), JobSpec(preset="dogs", seed=1))
+    return src, decode_image(result.image).rgb
+
+
+def test_dogs_show_through_a_light_blur_and_jpeg(dreamed: tuple[Image.Image, Image.Image]) -> None:
+    src, out = dreamed
+    before, after = class_mass(light(src))[0], class_mass(light(out))[0]
+    assert after >= 0.2 and after >= 5 * before, (before, after)
+
+
+def test_dog_heads_survive_a_heavy_blur(dreamed: tuple[Image.Image, Image.Image]) -> None:
+    src, out = dreamed
+    (mean0, best0), (mean1, best1) = class_mass(heavy(src)), class_mass(heavy(out))
+    assert mean1 >= 2 * mean0, (mean0, mean1)
+    assert best1 >= best0 + 0.15, (best0, best1)
+
+
+def test_the_scene_stays_recognisable(dreamed: tuple[Image.Image, Image.Image]) -> None:
+    src, out = dreamed
+    assert out.size == src.size
+    assert structure(src, out) >= 0.3
+
+
+def test_unrelated_photos_score_low_on_structure() -> None:
+    """The structure floor means something: two different photos fall far below it."""
+    a, b = photo("coffee.png", 512), photo("rocket.jpg", 512).resize(photo("coffee.png", 512).size)
+    assert structure(a, b) < 0.15
