@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--pool", action="store_true", help="benchmark the process pool instead")
     b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
     b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
+    b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
     return p
 
 
@@ -183,7 +184,7 @@ def _bench(args: argparse.Namespace) -> int:
         from .poolbench import run_pool_benchmark
 
         workers = [int(w) for w in args.workers.split(",")]
-        rows = run_pool_benchmark(workers, args.jobs, sizes[0], args.preset)
+        rows = run_pool_benchmark(workers, args.jobs, sizes[0], args.preset, threads=args.threads)
         if args.json:
             for row in rows:
                 print(json.dumps(row))

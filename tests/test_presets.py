@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from dreamcore.errors import UnknownLayerError, UnknownModelError
 from dreamcore.jobs import DreamOverrides, JobSpec
-from dreamcore.objectives import CLASS_GROUPS, classes, layer
+from dreamcore.objectives import CLASS_GROUPS, channels, classes, layer
 from dreamcore.presets import PRESETS, resolve
 
 REQUIRED = {
@@ -88,3 +88,12 @@ def test_objectives_add_and_scale_as_weighted_terms() -> None:
     acts = {"blocks.4": torch.ones(1, 2, 2, 2), "logits": torch.zeros(1, 1000)}
     expected = 1.0 + 0.5 * torch.logsumexp(torch.zeros(118), 0)
     assert torch.isclose(obj(acts), expected)
+
+
+def test_channel_objective_reads_only_its_channels() -> None:
+    obj = channels("blocks.3", [1, 3])
+    a = torch.zeros(1, 4, 2, 2)
+    a[:, 1] = 2.0
+    a[:, 0] = 100.0  # not chosen: must not count
+    assert obj.layers == {"blocks.3"}
+    assert torch.isclose(obj({"blocks.3": a}), torch.tensor(2.0))
