@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from fakediscord import FakeDiscord, RecordedRequest, payloads
-from fakediscord.fixtures import BotRunner, ErrorLogCollector, point_discord_at
+from fakediscord.fixtures import BotRunner, serving
 from PIL import Image, ImageChops, ImageStat
 
 from bot.client import DreamBot
@@ -101,30 +101,8 @@ async def fake(
 
     (The same contract as `fakediscord.fixtures.fake_discord`, in this module's event loop.)
     """
-    options: dict[str, Any] = getattr(request, "param", {})
-    server = FakeDiscord(**options)
-    collector = ErrorLogCollector()
-    root = logging.getLogger()
-    root.addHandler(collector)
-    await server.start()
-    point_discord_at(server, monkeypatch)
-    try:
+    async with serving(monkeypatch, **getattr(request, "param", {})) as server:
         yield server
-    finally:
-        await server.stop()
-        root.removeHandler(collector)
-    failures = [
-        f"Discord would refuse: {text}"
-        for text in server.problems
-        if not any(rx.search(text) for rx in server.expected_problems)
-    ]
-    failures += [
-        f"logged: {collector.describe(record)}"
-        for record in collector.records
-        if not any(rx.search(record.getMessage()) for rx in server.expected_error_logs)
-    ]
-    if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import discord
 import discord.gateway
@@ -32,6 +32,7 @@ __all__ = [
     "bot_runner",
     "fake_discord",
     "point_discord_at",
+    "serving",
     "teardown_failures",
 ]
 
@@ -64,10 +65,10 @@ def point_discord_at(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> None
     )
 
 
-@pytest_asyncio.fixture
-async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    """A started fake Discord with a populated guild; fails the test on problems or errors."""
-    fake = FakeDiscord()
+@contextlib.asynccontextmanager
+async def serving(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIterator[FakeDiscord]:
+    """A started fake Discord that discord.py talks to; fails the test on problems or errors."""
+    fake = FakeDiscord(**options)
     collector = ErrorLogCollector()
     root = logging.getLogger()
     root.addHandler(collector)
@@ -81,6 +82,13 @@ async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDis
     failures = teardown_failures(fake, collector)
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
+
+
+@pytest_asyncio.fixture
+async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    """A started fake Discord with a populated guild; fails the test on problems or errors."""
+    async with serving(monkeypatch) as fake:
+        yield fake
 
 
 def teardown_failures(fake: FakeDiscord, collector: ErrorLogCollector) -> list[str]:
