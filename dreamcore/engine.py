@@ -93,6 +93,11 @@ def dream(
     if image.ndim != 3 or image.shape[0] != 3:
         raise InvalidParameterError("image must be a (3, H, W) tensor")
     device = next(net.parameters()).device
+    if device.type == "cuda":
+        # cuDNN's fastest backward kernels add in a nondeterministic order: same seed, same
+        # device must mean the same picture.
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     base = image.to(device=device, dtype=torch.float32)[None]
     gen = torch.Generator().manual_seed(params.seed)
     sizes = octave_sizes(tuple(base.shape[-2:]), params)  # type: ignore[arg-type]
