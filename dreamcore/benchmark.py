@@ -8,7 +8,6 @@ layer, at the same size: no dream step can be cheaper. The ratio says what the r
 from __future__ import annotations
 
 import resource
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,18 +39,14 @@ class BenchRow:
         return asdict(self)
 
 
-def _median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up: allocator, kernels, caches
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _time(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
 
 
 def _peak_mb(device: torch.device) -> float:
@@ -100,12 +95,16 @@ def run_benchmark(
         ) -> None:
             _step(img[None], net, objective, params, gen)
 
-        # Interleave the two so drift in machine load hits both alike.
+        # Interleaved, so drift in machine load hits both alike; the fastest run of each is the
+        # one least disturbed by other work (on a shared 2-core machine one call of the same
+        # size varies by +-25%), so the ratio compares minima, as timeit does.
+        floor()
+        step()  # warm-up: allocator, kernels, caches
         floor_t, step_t = [], []
-        for _ in range(max(1, repeats // 2)):
-            floor_t.append(_median_time(floor, 2, dev))
-            step_t.append(_median_time(step, 2, dev))
-        floor_s, step_s = statistics.median(floor_t), statistics.median(step_t)
+        for _ in range(repeats):
+            floor_t.append(_time(floor, dev))
+            step_t.append(_time(step, dev))
+        floor_s, step_s = min(floor_t), min(step_t)
         t = time.perf_counter()
         dream(img, net, objective, params)
         if dev.type == "cuda":
