@@ -58,7 +58,9 @@ def _term(t: Term, net: DreamNet, guide_image: Image.Image | None) -> tuple[floa
     if t.kind == "classes":
         return t.weight, classes(t.classes if t.classes is not None else ())
     if guide_image is None:
-        raise InvalidParameterError("This preset needs a guide image: attach a second picture.")
+        raise InvalidParameterError(
+            "This preset needs a guide image: a second picture whose features it grows."
+        )
     name = t.layer or ""
     small = _fit(guide_image, GUIDE_SIDE)
     x = to_tensor(small)[None].to(next(net.parameters()).device)

@@ -67,3 +67,19 @@ def test_unrelated_photos_score_low_on_structure() -> None:
     """The structure floor means something: two different photos fall far below it."""
     a, b = photo("coffee.png", 512), photo("rocket.jpg", 512).resize(photo("coffee.png", 512).size)
     assert structure(a, b) < 0.15
+
+
+@pytest.mark.parametrize("preset", ["cats"])
+def test_other_animal_presets_grow_their_own_kind_not_dogs(preset: str) -> None:
+    """blocks.4 grows dog-like heads: the other animal presets must not all turn into dogs.
+
+    Only `cats` is held to it so far: `birds` measured 0.13 at 320 px but 0.03 at 256 px, and
+    `insects` and `buildings` stay weak for the judge (see the README's known gaps).
+    """
+    src = photo("coffee.png", 256)
+    result = run_job(png_bytes(src), JobSpec(preset=preset, seed=2))
+    out = light(decode_image(result.image).rgb)
+    own, dogs = class_mass(out, preset)[0], class_mass(out, "dogs")[0]
+    # Measured at seed 2: cats' own mass 0.003 -> 0.22, its dog mass 0.04.
+    assert own >= 10 * class_mass(light(src), preset)[0], own
+    assert own > 1.5 * dogs, (own, dogs)
