@@ -5,10 +5,11 @@ cancellation comes in through another, checked between steps.
 
 Choices, each made by looking at the pictures (see DREAM_NOTES.md):
 - the gradient is normalised band by band on a Laplacian pyramid, which grows faces, not blobs;
-- the chroma of every step is damped in YCbCr, so dark photos do not drift to neon green;
+- the chroma of every step is damped in YCbCr and the colour of the change, as it landed after
+  clamping, is re-centred, so dark photos do not drift to neon green;
 - terms of a summed objective are balanced at the shallowest layer they share: each term's
   gradient there is scaled to unit mean magnitude before the weights apply, and one backward
-  pass carries the sum to the pixels (so balancing costs almost nothing over the floor);
+  pass carries the sum to the pixels (not one pass per term);
 - big images are processed in overlapping tiles, the tile grid shifting with the jitter, so
   memory is bounded and no seam stays put long enough to show.
 """
@@ -27,7 +28,15 @@ from .jobs import Progress
 from .models import DreamNet
 from .objectives import Objective
 
-__all__ = ["DreamParams", "dream", "gradient", "octave_sizes"]
+__all__ = [
+    "DreamParams",
+    "apply_step",
+    "damp_chroma",
+    "dream",
+    "gradient",
+    "octave_sizes",
+    "pyramid_normalize",
+]
 
 ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
