@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-p", "--preset", default="dogs")
     b.add_argument("--sizes", default="512,1024,2048")
     b.add_argument("--device")
-    b.add_argument("--repeats", type=int, default=6)
+    b.add_argument("--repeats", type=int, default=10)
     b.add_argument("--json", action="store_true", help="one JSON object per line")
     b.add_argument("--pool", action="store_true", help="benchmark the process pool instead")
     b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
