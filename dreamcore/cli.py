@@ -124,7 +124,8 @@ def _dream(args: argparse.Namespace) -> int:
     else:
         img = out if decoded.alpha is None or fmt == "jpeg" else _with_alpha(out, decoded.alpha)
         img.save(output, format=fmt.upper(), quality=92)
-    print(f"{output}  (preset {spec.preset}, model {preset.model}, seed {seed})")
+    guided = f", guided by {args.guide.name}" if args.guide else ""
+    print(f"{output}  (preset {spec.preset}{guided}, model {preset.model}, seed {seed})")
     return 0
 
 
