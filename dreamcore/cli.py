@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image
 from pydantic import ValidationError
 
 from .errors import DreamError
@@ -95,7 +94,7 @@ def _fail(message: str) -> None:
 
 
 def _dream(args: argparse.Namespace) -> int:
-    from .images import decode_image, encode_image
+    from .images import decode_image, encode_image, with_alpha
     from .runner import dream_decoded
 
     overrides = DreamOverrides(
@@ -122,17 +121,11 @@ def _dream(args: argparse.Namespace) -> int:
         data, _ = encode_image(out, decoded.alpha, budget=2**40)
         output.write_bytes(data)
     else:
-        img = out if decoded.alpha is None or fmt == "jpeg" else _with_alpha(out, decoded.alpha)
+        img = out if decoded.alpha is None or fmt == "jpeg" else with_alpha(out, decoded.alpha)
         img.save(output, format=fmt.upper(), quality=92)
     guided = f", guided by {args.guide.name}" if args.guide else ""
     print(f"{output}  (preset {spec.preset}{guided}, model {preset.model}, seed {seed})")
     return 0
-
-
-def _with_alpha(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
-    img = rgb.copy()
-    img.putalpha(alpha)
-    return img
 
 
 @contextmanager

@@ -41,10 +41,16 @@ __all__ = [
 ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
 
-# RGB -> YCbCr (BT.601) and back, for damping the colour of each step.
+# RGB -> YCbCr (BT.601) and back, for damping the colour of each step (built once, not per step).
 _YCBCR = torch.tensor(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
 )
+_RGB = torch.linalg.inv(_YCBCR)
+
+
+def _colour_matrix(luma: float, chroma: float) -> torch.Tensor:
+    """The RGB -> RGB map that scales brightness by `luma` and colour (Cb, Cr) by `chroma`."""
+    return _RGB @ torch.diag(torch.tensor([luma, chroma, chroma])) @ _YCBCR
 
 
 @dataclass(frozen=True)
@@ -244,9 +250,7 @@ def _up(x: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.Tensor:
 
 def _colour_part(rgb: torch.Tensor, scale: float) -> torch.Tensor:
     """The (Cb, Cr) part of RGB vectors (B, 3), scaled, back in RGB."""
-    m = _YCBCR.to(rgb)
-    keep = torch.diag(torch.tensor([0.0, scale, scale])).to(rgb)
-    return torch.einsum("ij,bj->bi", torch.linalg.inv(m) @ keep @ m, rgb)
+    return rgb @ _colour_matrix(0.0, scale).to(rgb).T
 
 
 def damp_chroma(g: torch.Tensor, chroma: float) -> torch.Tensor:
@@ -255,7 +259,5 @@ def damp_chroma(g: torch.Tensor, chroma: float) -> torch.Tensor:
     Without the mean removal, small same-signed colour steps add up over hundreds of steps into
     a cast over the whole picture (dark photos drift to green).
     """
-    m = _YCBCR.to(g)
-    mix = torch.linalg.inv(m) @ torch.diag(torch.tensor([1.0, chroma, chroma]).to(g)) @ m
-    out = torch.einsum("ij,bjhw->bihw", mix, g)
+    out = torch.einsum("ij,bjhw->bihw", _colour_matrix(1.0, chroma).to(g), g)
     return out.sub_(_colour_part(g.mean(dim=(2, 3)), chroma)[:, :, None, None])

@@ -6,6 +6,9 @@ sentence. All of them pickle (message only), because they cross the process boun
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 __all__ = [
     "CorruptImageError",
     "DreamCancelled",
@@ -27,6 +30,7 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailableError",
     "WorkerCrashedError",
+    "unknown_name",
 ]
 
 
@@ -122,3 +126,12 @@ class PoolClosedError(PoolError):
 
 class PoolStartError(PoolError):
     """A worker could not start or load its models in time."""
+
+
+def unknown_name(
+    kind: str, name: str, valid: Sequence[str], *, where: str = "", cutoff: float = 0.4
+) -> str:
+    """The message for a name nobody knows: the closest valid one, then all of them."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=cutoff)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown {kind} {name!r}{where}.{hint} Valid: {', '.join(valid)}."

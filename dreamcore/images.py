@@ -32,11 +32,13 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "DecodedImage",
+    "cap_side",
     "decode_image",
     "encode_image",
     "resize_image",
     "to_image",
     "to_tensor",
+    "with_alpha",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,19 +228,14 @@ def encode_image(
         )
     image = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
     if alpha is not None:
-        # The engine may hand back a resized picture; the mask follows the picture.
-        alpha = alpha.convert("L")
-        if alpha.size != image.size:
-            alpha = resize_image(alpha, image.size)
-        image = image.copy()
-        image.putalpha(alpha)
+        image = with_alpha(image, alpha)
 
     png = _save(image, "PNG")
     if len(png) <= budget:
         return png, "png"
 
     fmt = "WEBP" if alpha is not None else "JPEG"
-    image = _cap_side(image, _MAX_SIDE[fmt])
+    image = cap_side(image, _MAX_SIDE[fmt])
     while True:
         for quality in _LOSSY_QUALITIES:
             data = _save(image, fmt, quality=quality)
@@ -256,7 +253,18 @@ def encode_image(
         image = resize_image(image, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
-def _cap_side(image: Image.Image, max_side: int) -> Image.Image:
+def with_alpha(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
+    """An RGBA copy of `rgb` with `alpha` as its mask (resized if the picture was)."""
+    alpha = alpha.convert("L")
+    if alpha.size != rgb.size:
+        alpha = resize_image(alpha, rgb.size)
+    image = rgb.convert("RGB") if rgb.mode != "RGB" else rgb.copy()
+    image.putalpha(alpha)
+    return image
+
+
+def cap_side(image: Image.Image, max_side: int) -> Image.Image:
+    """`image` itself if its longer side fits `max_side`, else a copy scaled down to fit."""
     width, height = image.size
     if max(width, height) <= max_side:
         return image

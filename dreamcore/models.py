@@ -7,7 +7,6 @@ a mid layer never pays for the classifier. Models load once per process and devi
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 import urllib.error
@@ -19,7 +18,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .errors import UnknownLayerError, UnknownModelError, WeightsError, WeightsUnavailableError
+from .errors import (
+    UnknownLayerError,
+    UnknownModelError,
+    WeightsError,
+    WeightsUnavailableError,
+    unknown_name,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -66,7 +71,11 @@ class ModelInfo:
         for info in self.layers:
             if info.name == name:
                 return info
-        raise UnknownLayerError(_unknown("layer", name, [li.name for li in self.layers], self.name))
+        raise UnknownLayerError(
+            unknown_name(
+                "layer", name, [li.name for li in self.layers], where=f" in model {self.name!r}"
+            )
+        )
 
     def layers_at(self, depth: Depth) -> list[LayerInfo]:
         return [li for li in self.layers if li.depth == depth]
@@ -109,7 +118,11 @@ class DreamNet(nn.Module):
         wanted = set(layers)
         unknown = wanted - self.order.keys()
         if unknown:
-            raise UnknownLayerError(_unknown("layer", min(unknown), list(self.order), self.name))
+            raise UnknownLayerError(
+                unknown_name(
+                    "layer", min(unknown), list(self.order), where=f" in model {self.name!r}"
+                )
+            )
         last = max(self.order[n] for n in wanted)
         start = 0 if after is None else self.order[after] + 1
         out: dict[str, torch.Tensor] = {}
@@ -147,7 +160,7 @@ def get_model(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(_unknown("model", name, list(_REGISTRY))) from None
+        raise UnknownModelError(unknown_name("model", name, list(_REGISTRY))) from None
 
 
 def set_weights_file(name: str, path: str | Path) -> None:
@@ -171,13 +184,6 @@ def load_model(
             net = info.build(Path(weights) if weights else None).to(dev)
             _LOADED[key] = net
     return net
-
-
-def _unknown(kind: str, name: str, valid: list[str], model: str | None = None) -> str:
-    where = f" in model {model!r}" if model else ""
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"Unknown {kind} {name!r}{where}.{hint} Valid: {', '.join(valid)}."
 
 
 def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -6,11 +6,11 @@ server presets are a base preset plus `DreamOverrides`, resolved by `resolve` li
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import unknown_name
 from .jobs import DreamOverrides
 from .models import get_model
 
@@ -127,9 +127,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in _ALL}
 
 def closest_preset(name: str) -> str:
     """The message for an unknown preset: the nearest valid name, then all of them."""
-    close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"Unknown preset {name!r}.{hint} Presets: {', '.join(PRESETS)}."
+    return unknown_name("preset", name, list(PRESETS), cutoff=0.5)
 
 
 def _translate_layer(layer: str, src_model: str, dst_model: str) -> str:

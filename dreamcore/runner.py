@@ -14,7 +14,7 @@ from PIL import Image
 
 from .engine import DreamParams, dream
 from .errors import InvalidParameterError
-from .images import DecodedImage, decode_image, encode_image, resize_image, to_image, to_tensor
+from .images import DecodedImage, cap_side, decode_image, encode_image, to_image, to_tensor
 from .jobs import JobResult, JobSpec, Progress
 from .models import DreamNet, load_model
 from .objectives import Objective, channels, classes, guide, layer
@@ -62,19 +62,11 @@ def _term(t: Term, net: DreamNet, guide_image: Image.Image | None) -> tuple[floa
             "This preset needs a guide image: a second picture whose features it grows."
         )
     name = t.layer or ""
-    small = _fit(guide_image, GUIDE_SIDE)
+    small = cap_side(guide_image, GUIDE_SIDE)
     x = to_tensor(small)[None].to(next(net.parameters()).device)
     with torch.no_grad():
         acts = net(x, [name])[name]
     return t.weight, guide(name, acts)
-
-
-def _fit(img: Image.Image, side: int) -> Image.Image:
-    w, h = img.size
-    if max(w, h) <= side:
-        return img
-    s = side / max(w, h)
-    return resize_image(img, (max(1, round(w * s)), max(1, round(h * s))))
 
 
 def dream_image(
@@ -100,7 +92,7 @@ def dream_image(
         seed=seed,
     )
     full = to_tensor(rgb)
-    work = _fit(rgb, preset.max_size)
+    work = cap_side(rgb, preset.max_size)
     small = full if work is rgb else to_tensor(work)
     out = dream(small, net, objective, params, progress=progress, should_cancel=should_cancel)
     if work is rgb:
