@@ -28,11 +28,13 @@ from dreamcore.errors import (
 from dreamcore.jobs import JobResult
 
 from .errors import PoliteError
+from .store import LimitReached
 
 __all__ = [
     "EMBED_COLOUR",
     "help_embed",
     "info_text",
+    "limit_text",
     "no_image_text",
     "polite_error",
     "presets_embed",
@@ -76,6 +78,19 @@ def polite_error(exc: BaseException) -> str:
             return "That dream failed; please try again."
     log.error("Unexpected error while dreaming", exc_info=exc)
     return "Something went wrong on my side; please try again."
+
+
+def limit_text(exc: LimitReached) -> str:
+    """Which limit a request ran into, and when it may be asked again."""
+    match exc.kind:
+        case "cooldown":
+            return f"Easy there: you can dream again in {max(1, round(exc.wait_s))} s."
+        case "quota":
+            count = int(exc.limit)
+            dreams = "dream" if count == 1 else "dreams"
+            return f"You've had your {count} {dreams} for today; come back tomorrow."
+        case _:
+            return "This server has many dreams in progress; please try again in a minute."
 
 
 def no_image_text(prefix: str) -> str:

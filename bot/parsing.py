@@ -183,9 +183,15 @@ def build_spec(
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
+        if any(e["loc"][:2] == ("overrides", "max_size") for e in exc.errors()):
+            raise _size_error(catalog) from None  # the cap that applies here, not the engine's
         raise PoliteError(describe_validation_error(exc)) from None
     spec = _check_and_cap(spec, catalog)
     return ResolvedDream(name, spec)
+
+
+def _size_error(catalog: Catalog) -> PoliteError:
+    return PoliteError(f"`size` must be a whole number between 32 and {catalog.max_side} here.")
 
 
 def _seed(value: object) -> int:
@@ -208,7 +214,7 @@ def _check_and_cap(spec: JobSpec, catalog: Catalog) -> JobSpec:
             f"The model `{o.model}` is not offered here.{hint} Models: {', '.join(catalog.models)}."
         )
     if o.max_size is not None and o.max_size > catalog.max_side:
-        raise PoliteError(f"`size` must be between 32 and {catalog.max_side} here.")
+        raise _size_error(catalog)
     try:
         resolved = resolve(spec.preset, o)
     except InvalidParameterError as exc:

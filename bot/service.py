@@ -14,7 +14,6 @@ import io
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,12 +35,19 @@ from dreamcore.pool import (
 from dreamcore.presets import resolve
 
 from .errors import PoliteError
-from .messages import done_text, no_image_text, polite_error, progress_text, result_embed
+from .messages import (
+    done_text,
+    limit_text,
+    no_image_text,
+    polite_error,
+    progress_text,
+    result_embed,
+)
 from .parsing import Catalog, ResolvedDream, build_spec
 from .replies import InteractionReply, Reply
 from .settings import Settings
 from .sources import DownloadPolicy, download, find_image
-from .store import DreamRecord, GuildConfig, Store
+from .store import DreamRecord, DreamStatus, GuildConfig, LimitReached, Limits, Store
 from .views import DreamAction, result_view, running_view
 
 if TYPE_CHECKING:
@@ -99,7 +105,7 @@ class DreamService:
         self.pool = pool
         self.session = session
         self.active: dict[str, ActiveDream] = {}
-        self._last_start: dict[int, float] = {}
+        self.clock = time.time  # when a dream is asked; tests move it past a cooldown
         self._closing = False
         self.policy = DownloadPolicy(
             max_bytes=settings.max_attachment_bytes,
@@ -127,17 +133,26 @@ class DreamService:
             max_side=self.settings.max_image_side,
         )
 
-    def cooldown_left(self, user_id: int, config: GuildConfig | None) -> float:
+    def limits(self, config: GuildConfig | None) -> Limits:
+        """The limits that apply to a dream asked for under `config` (None: a DM)."""
         cooldown = self.settings.cooldown_s
         if config is not None and config.cooldown_s is not None:
             cooldown = config.cooldown_s
-        last = self._last_start.get(user_id)
-        return 0.0 if last is None else max(0.0, last + cooldown - time.monotonic())
+        return Limits(
+            cooldown_s=cooldown,
+            daily_quota=self.settings.daily_quota,
+            per_guild=self.settings.max_jobs_per_guild,
+        )
+
+    async def cooldown_left(self, user_id: int, config: GuildConfig | None) -> float:
+        last = await self.store.last_dream_at(user_id)
+        cooldown = self.limits(config).cooldown_s
+        return 0.0 if last is None else max(0.0, last + cooldown - self.clock())
 
     async def quota_left(self, user_id: int) -> int | None:
         if self.settings.daily_quota <= 0:
             return None
-        used = await self.store.count_done_since(user_id, time.time() - _DAY_S)
+        used = await self.store.count_dreams_since(user_id, self.clock() - _DAY_S)
         return max(0, self.settings.daily_quota - used)
 
     def mine(self, user_id: int) -> tuple[int, int]:
@@ -163,7 +178,11 @@ class DreamService:
             resolved = build_spec(
                 catalog, request.preset, request.options, output_budget=self._budget(reply)
             )
-            await self._check_limits(reply, config)
+            reserved = await self.reserve(reply, resolved, config)
+        except Exception as exc:
+            await self._say(reply, polite_error(exc))
+            return None
+        try:
             await reply.ack()
             attachment = await find_image(
                 option=request.attachment,
@@ -174,8 +193,11 @@ class DreamService:
             if attachment is None:
                 raise PoliteError(no_image_text(self.settings.command_prefix))
             image = await download(self.session, attachment, self.policy)
-            return await self._submit(reply, resolved, image)
-        except Exception as exc:
+            return await self._submit(reply, reserved, image)
+        except BaseException as exc:
+            await self.release(reserved.id, "cancelled" if _is_cancel(exc) else "failed")
+            if not isinstance(exc, Exception):
+                raise
             await self._say(reply, polite_error(exc))
             return None
 
@@ -190,14 +212,22 @@ class DreamService:
                 raise PoliteError(
                     "I no longer have the photo of that dream; post it again with `/dream`."
                 )
+            source = record.source
             config = await self.guild_config(reply.guild.id if reply.guild else None)
             self._check_channel(reply, config)
             spec = _changed(record.spec, action)
             spec = spec.model_copy(update={"output_budget": self._budget(reply)})
-            await self._check_limits(reply, config)
-            await reply.ack()
-            await self._submit(reply, ResolvedDream(record.label, spec), record.source)
+            reserved = await self.reserve(reply, ResolvedDream(record.label, spec), config)
         except Exception as exc:
+            await self._say(reply, polite_error(exc))
+            return
+        try:
+            await reply.ack()
+            await self._submit(reply, reserved, source)
+        except BaseException as exc:
+            await self.release(reserved.id, "cancelled" if _is_cancel(exc) else "failed")
+            if not isinstance(exc, Exception):
+                raise
             await self._say(reply, polite_error(exc))
 
     async def cancel(self, interaction: discord.Interaction, dream_id: str) -> None:
@@ -217,63 +247,61 @@ class DreamService:
             where = ", ".join(f"<#{c}>" for c in sorted(config.allowed_channels))
             raise PoliteError(f"Dreams happen in {where} on this server.")
 
-    async def _check_limits(self, reply: Reply, config: GuildConfig | None) -> None:
+    async def reserve(
+        self, reply: Reply, resolved: ResolvedDream, config: GuildConfig | None
+    ) -> DreamRecord:
+        """The one way into the pool: check and take every limit at once, before any await.
+
+        Stores the dream as queued (which is what the cooldown, the daily quota and the server's
+        limit count) in one transaction, so a burst of requests cannot all pass the checks. Every
+        command that dreams calls this first, and `release` (or `_follow`, at the end) after.
+        """
         if self._closing:
             raise PoliteError("I'm restarting; please try again in a minute.")
-        user_id = reply.user.id
-        wait = self.cooldown_left(user_id, config)
-        if wait > 0:
-            raise PoliteError(f"Easy there: you can dream again in {wait:.0f} s.")
-        left = await self.quota_left(user_id)
-        if left is not None and left <= 0:
-            raise PoliteError(
-                f"You've had your {self.settings.daily_quota} dreams for today; come back tomorrow."
-            )
-        if reply.guild is not None:
-            per_guild = Counter(d.guild_id for d in self.active.values())
-            if per_guild[reply.guild.id] >= self.settings.max_jobs_per_guild:
-                raise PoliteError(
-                    "This server has many dreams in progress; please try again in a minute."
-                )
+        spec = resolved.spec
+        if spec.seed is None:
+            spec = spec.model_copy(update={"seed": secrets.randbelow(_SEED_RANGE)})
+        record = DreamRecord(
+            id=secrets.token_hex(6),
+            owner_id=reply.user.id,
+            guild_id=reply.guild.id if reply.guild else None,
+            channel_id=getattr(reply.channel, "id", None),
+            label=resolved.label,
+            spec=spec,
+            created_at=self.clock(),
+        )
+        try:
+            await self.store.reserve_dream(record, self.limits(config))
+        except LimitReached as exc:
+            raise PoliteError(limit_text(exc)) from None
+        return record
+
+    async def release(self, dream_id: str, status: DreamStatus = "failed") -> None:
+        """Give a reservation back: the dream will not run (failed before submit, or cancelled)."""
+        try:
+            await self.store.finish_dream(dream_id, status)
+        except Exception:
+            log.exception("Could not release dream %s", dream_id)
 
     def _budget(self, reply: Reply) -> int:
         limit = min(reply.filesize_limit, self.settings.max_upload_bytes)
         return max(64 * 1024, limit - _BUDGET_MARGIN)
 
-    async def _submit(self, reply: Reply, resolved: ResolvedDream, image: bytes) -> ActiveDream:
-        spec = resolved.spec
-        if spec.seed is None:
-            spec = spec.model_copy(update={"seed": secrets.randbelow(_SEED_RANGE)})
-        user_id = reply.user.id
-        job = await self.pool.submit(image, spec, owner=str(user_id))
-        dream_id = secrets.token_hex(6)
-        self._last_start[user_id] = time.monotonic()
+    async def _submit(self, reply: Reply, record: DreamRecord, image: bytes) -> ActiveDream:
+        """Hand a reserved dream to the pool and follow it; the reservation is the caller's."""
+        if self.settings.source_retention_h > 0:
+            await self.store.set_source(record.id, image)
+        job = await self.pool.submit(image, record.spec, owner=str(record.owner_id))
         dream = ActiveDream(
-            id=dream_id,
-            owner_id=user_id,
-            guild_id=reply.guild.id if reply.guild else None,
-            label=resolved.label,
+            id=record.id,
+            owner_id=record.owner_id,
+            guild_id=record.guild_id,
+            label=record.label,
             job=job,
             reply=reply,
         )
-        self.active[dream_id] = dream
-        try:
-            await self.store.add_dream(
-                DreamRecord(
-                    id=dream_id,
-                    owner_id=user_id,
-                    guild_id=dream.guild_id,
-                    channel_id=getattr(reply.channel, "id", None),
-                    label=resolved.label,
-                    spec=spec,
-                    source=image if self.settings.source_retention_h > 0 else None,
-                )
-            )
-        except BaseException:
-            self.active.pop(dream_id, None)
-            await job.cancel()
-            raise
-        dream.task = asyncio.create_task(self._follow(dream), name=f"dream-{dream_id}")
+        self.active[dream.id] = dream
+        dream.task = asyncio.create_task(self._follow(dream), name=f"dream-{dream.id}")
         return dream
 
     # --- following a dream -------------------------------------------------------------------
@@ -308,7 +336,6 @@ class DreamService:
             status = "cancelled"
             await reporter.finish("✖️ Dream cancelled.")
         except Exception as exc:
-            self._last_start.pop(dream.owner_id, None)  # a failure costs no cooldown
             await reporter.finish(f"⚠️ {polite_error(exc)}")
         else:
             await reporter.finish(done_text(dream.label, result.elapsed_s))
@@ -349,6 +376,10 @@ class DreamService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError | JobCancelledError)
 
 
 def _changed(spec: JobSpec, action: DreamAction) -> JobSpec:

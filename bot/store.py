@@ -6,10 +6,12 @@ the disk. The schema is created and migrated on open, from `PRAGMA user_version`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +26,8 @@ __all__ = [
     "DreamRecord",
     "DreamStatus",
     "GuildConfig",
+    "LimitReached",
+    "Limits",
     "SchemaError",
     "ServerPreset",
     "Store",
@@ -70,6 +74,11 @@ _MIGRATIONS: tuple[str, ...] = (
     # 2: quota look-ups by owner and finish time
     """
     CREATE INDEX dreams_by_owner ON dreams (owner_id, status, finished_at);
+    """,
+    # 3: limits are reserved on rows that are not finished yet, counted from when they were asked
+    """
+    CREATE INDEX dreams_by_owner_asked ON dreams (owner_id, created_at);
+    CREATE INDEX dreams_by_guild_status ON dreams (guild_id, status);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -122,6 +131,31 @@ class DreamRecord:
     finished_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one dream may take, checked and reserved together; 0 means "no limit"."""
+
+    cooldown_s: float = 0.0  # between two dreams of one member
+    daily_quota: int = 0  # dreams of one member in 24 h, queued, running or done
+    per_guild: int = 0  # dreams of one server queued or running at once
+
+
+class LimitReached(Exception):
+    """A reservation was refused: which limit, its value, and when to try again (cooldown)."""
+
+    def __init__(self, kind: Literal["cooldown", "quota", "guild"], limit: float, wait_s: float):
+        super().__init__(f"{kind} limit {limit:g} reached (wait {wait_s:.1f} s)")
+        self.kind = kind
+        self.limit = limit
+        self.wait_s = wait_s
+
+
+# Rows that hold a reservation: a dream asked for and not yet failed or cancelled. "queued" covers
+# waiting, downloading and running; "done" still counts for the quota and the cooldown.
+_HOLDS = "('queued', 'done')"
+_DAY_S = 24 * 3600.0
+
+
 def _spec_json(spec: JobSpec) -> str:
     return spec.model_dump_json(exclude={"guide"})
 
@@ -132,6 +166,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._write_lock = asyncio.Lock()  # one connection: one transaction at a time
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r}>"
@@ -177,6 +212,19 @@ class Store:
                 f"BEGIN;\n{_MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
             )
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: the write lock is taken before the first read, so a check
+        and the write that depends on it cannot be split by another writer (task or process)."""
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
+
     # --- server settings ---------------------------------------------------------------------
 
     async def guild_config(self, guild_id: int) -> GuildConfig:
@@ -197,30 +245,30 @@ class Store:
 
     async def update_guild_config(self, guild_id: int, **changes: Any) -> GuildConfig:
         """Change some fields of a server's settings; the others keep their values."""
-        config = replace(await self.guild_config(guild_id), **changes)
-        await self._db.execute(
-            """
-            INSERT INTO guild_config
-                (guild_id, allowed_channels, default_preset, max_image_side, cooldown_s,
-                 disabled_presets)
-            VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT (guild_id) DO UPDATE SET
-                allowed_channels = excluded.allowed_channels,
-                default_preset = excluded.default_preset,
-                max_image_side = excluded.max_image_side,
-                cooldown_s = excluded.cooldown_s,
-                disabled_presets = excluded.disabled_presets
-            """,
-            (
-                guild_id,
-                json.dumps(sorted(config.allowed_channels)),
-                config.default_preset,
-                config.max_image_side,
-                config.cooldown_s,
-                json.dumps(sorted(config.disabled_presets)),
-            ),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            config = replace(await self.guild_config(guild_id), **changes)
+            await db.execute(
+                """
+                INSERT INTO guild_config
+                    (guild_id, allowed_channels, default_preset, max_image_side, cooldown_s,
+                     disabled_presets)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (guild_id) DO UPDATE SET
+                    allowed_channels = excluded.allowed_channels,
+                    default_preset = excluded.default_preset,
+                    max_image_side = excluded.max_image_side,
+                    cooldown_s = excluded.cooldown_s,
+                    disabled_presets = excluded.disabled_presets
+                """,
+                (
+                    guild_id,
+                    json.dumps(sorted(config.allowed_channels)),
+                    config.default_preset,
+                    config.max_image_side,
+                    config.cooldown_s,
+                    json.dumps(sorted(config.disabled_presets)),
+                ),
+            )
         return config
 
     # --- server presets ----------------------------------------------------------------------
@@ -245,35 +293,80 @@ class Store:
         self, guild_id: int, preset: ServerPreset, *, user_id: int | None = None
     ) -> None:
         """Add a server preset, or replace the one of that name."""
-        await self._db.execute(
-            """
-            INSERT INTO guild_presets (guild_id, name, description, spec, updated_by, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT (guild_id, name) DO UPDATE SET
-                description = excluded.description, spec = excluded.spec,
-                updated_by = excluded.updated_by, updated_at = excluded.updated_at
-            """,
-            (
-                guild_id,
-                preset.name,
-                preset.description,
-                _spec_json(preset.spec),
-                user_id,
-                time.time(),
-            ),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                """
+                INSERT INTO guild_presets (guild_id, name, description, spec, updated_by,
+                                           updated_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (guild_id, name) DO UPDATE SET
+                    description = excluded.description, spec = excluded.spec,
+                    updated_by = excluded.updated_by, updated_at = excluded.updated_at
+                """,
+                (
+                    guild_id,
+                    preset.name,
+                    preset.description,
+                    _spec_json(preset.spec),
+                    user_id,
+                    time.time(),
+                ),
+            )
 
     async def remove_preset(self, guild_id: int, name: str) -> bool:
-        cur = await self._db.execute(
-            "DELETE FROM guild_presets WHERE guild_id = ? AND name = ?", (guild_id, name)
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "DELETE FROM guild_presets WHERE guild_id = ? AND name = ?", (guild_id, name)
+            )
         return cur.rowcount > 0
 
-    # --- dreams ------------------------------------------------------------------------------
+    # --- dreams and the limits they hold -----------------------------------------------------
+
+    async def reserve_dream(self, record: DreamRecord, limits: Limits) -> None:
+        """Check every limit and insert the dream as queued, in one transaction.
+
+        The row itself is the reservation: it counts against the cooldown, the daily quota and
+        the server's limit until `finish_dream` marks it failed or cancelled. Raises
+        `LimitReached` (and writes nothing) when a limit is full. `record.created_at` is "now".
+        """
+        now = record.created_at or time.time()
+        async with self._transaction():
+            await self._check_limits(record.owner_id, record.guild_id, limits, now)
+            await self._insert_dream(replace(record, status="queued", created_at=now))
+
+    async def _check_limits(
+        self, owner_id: int, guild_id: int | None, limits: Limits, now: float
+    ) -> None:
+        if limits.cooldown_s > 0:
+            last = await self._scalar(
+                f"SELECT MAX(created_at) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS}",
+                (owner_id,),
+            )
+            if last is not None and now < last + limits.cooldown_s:
+                raise LimitReached("cooldown", limits.cooldown_s, last + limits.cooldown_s - now)
+        if limits.daily_quota > 0:
+            used = await self.count_dreams_since(owner_id, now - _DAY_S)
+            if used >= limits.daily_quota:
+                raise LimitReached("quota", limits.daily_quota, 0.0)
+        if limits.per_guild > 0 and guild_id is not None:
+            running = await self._scalar(
+                "SELECT COUNT(*) FROM dreams WHERE guild_id = ? AND status = 'queued'",
+                (guild_id,),
+            )
+            if (running or 0) >= limits.per_guild:
+                raise LimitReached("guild", limits.per_guild, 0.0)
+
+    async def _scalar(self, sql: str, params: tuple[Any, ...]) -> Any:
+        async with self._db.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def add_dream(self, record: DreamRecord) -> None:
+        """Insert a dream without checking any limit (imports, tests)."""
+        async with self._transaction():
+            await self._insert_dream(replace(record, created_at=record.created_at or time.time()))
+
+    async def _insert_dream(self, record: DreamRecord) -> None:
         await self._db.execute(
             """
             INSERT INTO dreams (id, owner_id, guild_id, channel_id, label, spec, source, status,
@@ -289,64 +382,86 @@ class Store:
                 _spec_json(record.spec),
                 record.source,
                 record.status,
-                record.created_at or time.time(),
+                record.created_at,
                 record.finished_at,
             ),
         )
-        await self._db.commit()
+
+    async def set_source(self, dream_id: str, source: bytes | None) -> None:
+        """Keep the input image of a reserved dream (downloaded after the reservation)."""
+        async with self._transaction() as db:
+            await db.execute("UPDATE dreams SET source = ? WHERE id = ?", (source, dream_id))
 
     async def dream(self, dream_id: str) -> DreamRecord | None:
         async with self._db.execute("SELECT * FROM dreams WHERE id = ?", (dream_id,)) as cur:
             row = await cur.fetchone()
-        if row is None:
-            return None
-        return DreamRecord(
-            id=row["id"],
-            owner_id=row["owner_id"],
-            guild_id=row["guild_id"],
-            channel_id=row["channel_id"],
-            label=row["label"],
-            spec=JobSpec.model_validate_json(row["spec"]),
-            source=row["source"],
-            status=row["status"],
-            created_at=row["created_at"],
-            finished_at=row["finished_at"],
-        )
+        return _record(row) if row is not None else None
+
+    async def unfinished_dreams(self) -> list[DreamRecord]:
+        """Dreams still queued (a previous run stopped before they ended), oldest first."""
+        async with self._db.execute(
+            "SELECT * FROM dreams WHERE status = 'queued' ORDER BY created_at"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_record(row) for row in rows]
 
     async def finish_dream(self, dream_id: str, status: DreamStatus) -> None:
-        await self._db.execute(
-            "UPDATE dreams SET status = ?, finished_at = ? WHERE id = ?",
-            (status, time.time(), dream_id),
-        )
-        await self._db.commit()
+        """End a dream; failed and cancelled ones give their reservation back."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE dreams SET status = ?, finished_at = ? WHERE id = ?",
+                (status, time.time(), dream_id),
+            )
 
-    async def count_done_since(self, owner_id: int, since: float) -> int:
-        """Finished dreams of a user since a time: failed and cancelled ones do not count."""
-        async with self._db.execute(
-            "SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status = 'done' "
-            "AND finished_at >= ?",
+    async def count_dreams_since(self, owner_id: int, since: float) -> int:
+        """Dreams a user asked for since a time, queued, running or done (not failed/cancelled)."""
+        count = await self._scalar(
+            f"SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS} "
+            "AND created_at >= ?",
             (owner_id, since),
-        ) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        )
+        return int(count or 0)
+
+    async def last_dream_at(self, owner_id: int) -> float | None:
+        """When the user last asked for a dream that holds its cooldown (not failed/cancelled)."""
+        return await self._scalar(
+            f"SELECT MAX(created_at) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS}",
+            (owner_id,),
+        )
 
     async def fail_unfinished(self) -> int:
         """Dreams left queued by a previous run will never finish: mark them failed."""
-        cur = await self._db.execute(
-            "UPDATE dreams SET status = 'failed', finished_at = ? WHERE status = 'queued'",
-            (time.time(),),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "UPDATE dreams SET status = 'failed', finished_at = ? WHERE status = 'queued'",
+                (time.time(),),
+            )
         return cur.rowcount
 
     async def prune_sources(self, older_than: float) -> int:
         """Forget input images older than a time (the dreams' rows stay, for quotas)."""
-        cur = await self._db.execute(
-            "UPDATE dreams SET source = NULL WHERE source IS NOT NULL AND created_at < ?",
-            (older_than,),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "UPDATE dreams SET source = NULL WHERE source IS NOT NULL AND created_at < ? "
+                "AND status != 'queued'",
+                (older_than,),
+            )
         return cur.rowcount
+
+
+def _record(row: Any) -> DreamRecord:
+    return DreamRecord(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        label=row["label"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        source=row["source"],
+        status=row["status"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+    )
 
 
 def _preset(row: Iterable[Any]) -> ServerPreset:

@@ -637,10 +637,86 @@ async def test_cooldown_and_quota_where_failed_dreams_do_not_count(
     text = (await wait_callback(fake, info)).json["data"]["content"]
     assert "quota 0 left today" in text and "cooldown" in text
 
-    harness.bot.dreams._last_start.clear()  # type: ignore[union-attr]  # the minute has passed
+    harness.bot.dreams.clock = lambda: time.time() + 61  # type: ignore[union-attr]  # a minute on
     last = await ask(fake, "!dream dogs")
     reply = await eventually(lambda: replies_to(fake, last), what="the quota reply")
     assert "for today" in reply[0]["content"]
+
+
+def answer_of(fake: FakeDiscord, message: dict[str, Any]) -> str | None:
+    """'dream', or the limit a request ran into, once the bot has answered it."""
+    for reply in replies_to(fake, message):
+        if reply.get("attachments"):
+            return "dream"
+        for phrase, kind in (
+            ("dream again in", "cooldown"),
+            ("for today", "quota"),
+            ("many dreams in progress", "guild"),
+        ):
+            if phrase in reply["content"]:
+                return kind
+    return None
+
+
+async def burst_answers(fake: FakeDiscord, asked: list[dict[str, Any]]) -> list[str]:
+    await eventually(lambda: all(answer_of(fake, m) for m in asked), timeout=60, what="answers")
+    return sorted(answer_of(fake, m) or "" for m in asked)
+
+
+async def test_a_burst_from_one_server_gets_exactly_its_limit(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """Eight members at once on a server allowed three dreams at a time: three dream."""
+    await harness.start(max_jobs_per_guild=3)
+    people = [fake.add_user(f"burst{i}") for i in range(8)]
+    for person in people:
+        fake.add_member(fake.guild, person)
+    asked = await asyncio.gather(
+        *(ask(fake, "!dream dogs steps=60 octaves=2", author=p) for p in people)
+    )
+    assert await burst_answers(fake, asked) == ["dream"] * 3 + ["guild"] * 5
+
+
+async def test_two_requests_at_once_hold_the_cooldown_and_the_quota(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    bot = await harness.start(cooldown_s=10.0)
+    asked = await asyncio.gather(*(ask(fake, "!dream dogs") for _ in range(2)))
+    assert await burst_answers(fake, asked) == ["cooldown", "dream"]
+
+    bot = await harness.restart(daily_quota=1)
+    bot.dreams.clock = lambda: time.time() + 3600  # past the cooldown, same day
+    asked = await asyncio.gather(*(ask(fake, "!dream dogs", author=fake.bob) for _ in range(3)))
+    assert await burst_answers(fake, asked) == ["dream", "quota", "quota"]
+    assert "your 1 dream for today" in str(fake.messages), "singular"
+
+
+async def test_buttons_pressed_at_once_go_through_the_same_limits(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    await harness.start(cooldown_s=30.0)
+    result = await dream_result(fake, await ask(fake, "!dream dogs"))
+    harness.bot.dreams.clock = lambda: time.time() + 31  # type: ignore[union-attr]
+    clicks = await asyncio.gather(
+        *(fake.click(result, button(result, a), user=fake.alice) for a in ("reroll", "stronger"))
+    )
+
+    def said(interaction: dict[str, Any]) -> str | None:
+        token = interaction["token"]
+        for r in fake.recorder.requests:
+            if r.params.get("token") == token or r.params.get("interaction_id") == str(
+                interaction["id"]
+            ):
+                if r.files:
+                    return "dream"
+                body = r.json or {}
+                text = body.get("content") or (body.get("data") or {}).get("content") or ""
+                if "dream again in" in text:
+                    return "cooldown"
+        return None
+
+    await eventually(lambda: all(said(c) for c in clicks), what="both buttons answered")
+    assert sorted(said(c) or "" for c in clicks) == ["cooldown", "dream"]
 
 
 # --- without the Message Content intent -------------------------------------------------------

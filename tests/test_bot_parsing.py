@@ -116,8 +116,16 @@ def test_size_is_capped_by_the_server_and_the_bot() -> None:
     small = catalog(GuildConfig(1, max_image_side=256), max_side=1024)
     assert build_spec(small, "dogs").spec.overrides.max_size == 256, "preset's 1024 clamped"
     assert build_spec(small, "dogs", {"max_size": 128}).spec.overrides.max_size == 128
-    with pytest.raises(PoliteError, match="between 32 and 256"):
-        build_spec(small, "dogs", {"max_size": 512})
+    for size in (512, 99999, 8, "huge"):  # the server's cap is named, not the engine's 8192
+        with pytest.raises(PoliteError, match="between 32 and 256 here"):
+            build_spec(small, "dogs", {"max_size": size})
+
+
+def test_the_slash_size_option_advertises_no_maximum_the_server_may_refuse() -> None:
+    from bot.cogs.dream import DreamCog
+
+    size = next(p for p in DreamCog.dream_slash.parameters if p.name == "size")
+    assert size.min_value == 32 and size.max_value is None
 
 
 def test_server_preset_is_its_base_plus_overrides_and_user_options_win() -> None:

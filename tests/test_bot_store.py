@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bot.store import SCHEMA_VERSION, DreamRecord, SchemaError, ServerPreset, Store
+from bot.store import (
+    SCHEMA_VERSION,
+    DreamRecord,
+    LimitReached,
+    Limits,
+    SchemaError,
+    ServerPreset,
+    Store,
+)
 from dreamcore.jobs import DreamOverrides, JobSpec
 
 GUILD = 1234
@@ -79,15 +89,15 @@ async def test_server_presets_are_stored_as_job_specs(tmp_path: Path) -> None:
         assert await store.preset(GUILD, "puppies") is None
 
 
-async def test_only_finished_dreams_count_for_the_quota(tmp_path: Path) -> None:
+async def test_failed_and_cancelled_dreams_do_not_count_for_the_quota(tmp_path: Path) -> None:
     spec = JobSpec(preset="dogs", seed=3)
     async with Store.open(tmp_path / "bot.sqlite3") as store:
         for dream_id, status in (("a" * 12, "done"), ("b" * 12, "failed"), ("c" * 12, "cancelled")):
             await store.add_dream(DreamRecord(dream_id, 7, GUILD, 8, "dogs", spec, b"img"))
             await store.finish_dream(dream_id, status)  # type: ignore[arg-type]
         await store.add_dream(DreamRecord("d" * 12, 7, GUILD, 8, "dogs", spec, b"img"))
-        assert await store.count_done_since(7, time.time() - 60) == 1
-        assert await store.count_done_since(8, time.time() - 60) == 0
+        assert await store.count_dreams_since(7, time.time() - 60) == 2  # done + queued
+        assert await store.count_dreams_since(8, time.time() - 60) == 0
         record = await store.dream("a" * 12)
         assert record is not None and record.spec == spec and record.source == b"img"
         assert record.status == "done"
@@ -108,7 +118,84 @@ async def test_old_input_images_are_pruned_but_rows_stay(tmp_path: Path) -> None
     async with Store.open(tmp_path / "bot.sqlite3") as store:
         old = DreamRecord("f" * 12, 7, None, None, "dogs", JobSpec(), b"x", created_at=1000.0)
         await store.add_dream(old)
+        await store.finish_dream(old.id, "done")
+        queued = DreamRecord("1" * 12, 7, None, None, "dogs", JobSpec(), b"z", created_at=1000.0)
+        await store.add_dream(queued)  # kept: a restart may still dream it
         await store.add_dream(DreamRecord("0" * 12, 7, None, None, "dogs", JobSpec(), b"y"))
         assert await store.prune_sources(time.time() - 3600) == 1
         assert (await store.dream("f" * 12)).source is None  # type: ignore[union-attr]
         assert (await store.dream("0" * 12)).source == b"y"  # type: ignore[union-attr]
+        assert (await store.dream("1" * 12)).source == b"z"  # type: ignore[union-attr]
+
+
+# --- limits reserved with their check ----------------------------------------------------------
+
+
+def _asked(index: int, owner: int = 7, guild: int | None = GUILD) -> DreamRecord:
+    return DreamRecord(f"{index:012x}", owner, guild, 8, "dogs", JobSpec(preset="dogs"))
+
+
+async def _burst(stores: list[Store], records: list[DreamRecord], limits: Limits) -> list[str]:
+    """Reserve every record at once, alternating between the stores; 'ok' or the limit's kind."""
+
+    async def one(store: Store, record: DreamRecord) -> str:
+        try:
+            await store.reserve_dream(record, limits)
+        except LimitReached as exc:
+            return exc.kind
+        return "ok"
+
+    return list(
+        await asyncio.gather(*(one(stores[i % len(stores)], r) for i, r in enumerate(records)))
+    )
+
+
+async def test_a_burst_from_one_server_gets_exactly_its_limit_across_two_connections(
+    tmp_path: Path,
+) -> None:
+    """Two connections to one file stand for two bot processes; 30 ask at once, 10 fit."""
+    path = tmp_path / "bot.sqlite3"
+    async with Store.open(path) as first, Store.open(path) as second:
+        records = [_asked(i, owner=100 + i) for i in range(30)]
+        outcomes = await _burst([first, second], records, Limits(per_guild=10))
+        assert outcomes.count("ok") == 10 and outcomes.count("guild") == 20, outcomes
+        # A failed or cancelled dream gives its place back; a done one too (it no longer runs).
+        reserved = [r for r, o in zip(records, outcomes, strict=True) if o == "ok"]
+        await first.finish_dream(reserved[0].id, "failed")
+        await first.finish_dream(reserved[1].id, "cancelled")
+        await first.finish_dream(reserved[2].id, "done")
+        later = [_asked(100 + i, owner=200 + i) for i in range(5)]
+        outcomes = await _burst([second], later, Limits(per_guild=10))
+        assert sorted(outcomes) == ["guild"] * 2 + ["ok"] * 3, outcomes
+
+
+async def test_a_burst_from_one_member_holds_the_cooldown_and_the_quota(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "bot.sqlite3") as store:
+        outcomes = await _burst([store], [_asked(i) for i in range(5)], Limits(cooldown_s=10))
+        assert sorted(outcomes) == ["cooldown"] * 4 + ["ok"], outcomes
+
+        quota = Limits(daily_quota=2)
+        outcomes = await _burst([store], [_asked(10 + i, owner=8) for i in range(6)], quota)
+        assert sorted(outcomes) == ["ok"] * 2 + ["quota"] * 4, outcomes
+
+
+async def test_a_failed_or_cancelled_dream_gives_back_its_cooldown_and_quota(
+    tmp_path: Path,
+) -> None:
+    limits = Limits(cooldown_s=60, daily_quota=1)
+    async with Store.open(tmp_path / "bot.sqlite3") as store:
+        await store.reserve_dream(_asked(1), limits)
+        with pytest.raises(LimitReached) as refused:
+            await store.reserve_dream(_asked(2), limits)
+        assert refused.value.kind == "cooldown" and 59 < refused.value.wait_s <= 60
+        await store.finish_dream(_asked(1).id, "failed")
+        await store.reserve_dream(_asked(3), limits)
+        await store.finish_dream(_asked(3).id, "cancelled")
+        await store.reserve_dream(_asked(4), limits)
+        await store.finish_dream(_asked(4).id, "done")
+        later = replace(_asked(5), created_at=time.time() + 120)  # past the cooldown
+        with pytest.raises(LimitReached) as refused:
+            await store.reserve_dream(later, limits)
+        assert refused.value.kind == "quota"
+        tomorrow = replace(_asked(6), created_at=time.time() + 25 * 3600)
+        await store.reserve_dream(tomorrow, limits)

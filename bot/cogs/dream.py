@@ -58,7 +58,7 @@ class DreamCog(commands.Cog, name="Dream"):
         steps="steps per octave, 1-100",
         octaves="how many scales, 1-10",
         seed="the same seed and options give the same dream",
-        size="largest side of the result in pixels",
+        size="largest side of the result in pixels, up to this server's cap",
     )
     async def dream_slash(
         self,
@@ -69,7 +69,7 @@ class DreamCog(commands.Cog, name="Dream"):
         steps: app_commands.Range[int, 1, 100] | None = None,
         octaves: app_commands.Range[int, 1, 10] | None = None,
         seed: app_commands.Range[int, 0, _SEED_MAX] | None = None,
-        size: app_commands.Range[int, 32, 8192] | None = None,
+        size: app_commands.Range[int, 32] | None = None,  # the cap is per server: checked later
     ) -> None:
         options = {
             "strength": strength,

@@ -47,7 +47,7 @@ class GeneralCog(commands.Cog, name="General"):
             mine_running=running,
             mine_queued=queued,
             quota_left=await dreams.quota_left(ctx.author.id),
-            cooldown_left_s=dreams.cooldown_left(ctx.author.id, config),
+            cooldown_left_s=await dreams.cooldown_left(ctx.author.id, config),
         )
         await ctx.send(text, ephemeral=True)
 
