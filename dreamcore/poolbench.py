@@ -37,7 +37,9 @@ import numpy as np
 from PIL import Image
 
 from .jobs import DreamOverrides, JobSpec
-from .pool import DreamPool, PoolConfig, _cores, _percentile, _plan
+from .pool import DreamPool, PoolConfig
+from .pool.core import _percentile
+from .pool.local import cores, plan
 from .presets import PRESETS
 
 __all__ = ["default_worker_counts", "format_table", "run_pool_benchmark"]
@@ -49,7 +51,7 @@ def default_worker_counts() -> list[int]:
     """1, 2 and N workers: N is the core count on CPU, 4 per device on CUDA."""
     import torch
 
-    n = 4 if torch.cuda.is_available() else _cores()
+    n = 4 if torch.cuda.is_available() else cores()
     return sorted({1, 2, n})
 
 
@@ -90,9 +92,9 @@ async def _benchmark(
                 warm = [await pool.submit(image, specs[0]) for _ in range(pool.stats().workers)]
                 await asyncio.gather(*(job.result() for job in warm))
                 if workers == 1:
-                    rows.append(await _paired(pool, image, specs, *_plan(config)[0], model))
+                    rows.append(await _paired(pool, image, specs, *plan(config)[0], model))
                 if workers in worker_counts:
-                    rows.append(await _burst(pool, image, specs, _plan(config)))
+                    rows.append(await _burst(pool, image, specs, plan(config)))
     finally:
         torch.set_num_threads(threads_before)
     base = rows[0]["wall_s"]

@@ -26,7 +26,6 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from dreamcore._worker import portable_error
 from dreamcore.errors import (
     DreamError,
     InvalidParameterError,
@@ -53,6 +52,7 @@ from dreamcore.pool import (
     JobStarted,
     PoolConfig,
 )
+from dreamcore.pool._worker import portable_error
 
 pytestmark = pytest.mark.timeout(120)
 on_module_loop = pytest.mark.asyncio(loop_scope="module")

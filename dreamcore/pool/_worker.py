@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .errors import DreamError
-from .jobs import Progress
+from ..errors import DreamError
+from ..jobs import Progress
 
 __all__ = ["worker_main"]
 
@@ -96,7 +96,7 @@ def _serve(
         # Fails only if something ran torch before us; the default is then no harm.
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
-        from .runner import run_job, warm_up
+        from ..runner import run_job, warm_up
 
         warm_up(models, device)
     except Exception as exc:

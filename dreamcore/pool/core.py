@@ -1,16 +1,14 @@
-"""A pool of worker processes that dream jobs for an asyncio caller (the bot) off its event loop.
+"""The pool's core: an asyncio caller (the bot) dreams jobs on workers off its event loop.
 
-Each worker is a `spawn`ed process (main loop in `_worker`) that loads its models once and then
-runs one job at a time. The caller submits image bytes and a `JobSpec`, gets a `Job` back at
-once, and awaits its result or iterates its events while the event loop keeps serving chat.
+The caller submits image bytes and a `JobSpec`, gets a `Job` back at once, and awaits its
+result or iterates its events while the event loop keeps serving chat. This module holds
+everything that does not depend on where workers run: the queue, the limits, the events,
+cancellation and time limits, crash handling and statistics. A `Backend` (see `backend`) runs
+the workers: `local` runs them as processes on this machine.
+All pool state lives on the loop's thread; backends report there.
 
 How it works, and the choices the issue left open:
 
-- Talking to a worker: two one-way pipes per worker. Jobs go out through a writer thread (so a
-  large image never blocks the event loop); messages come back through a reader thread that
-  hands each one to the loop with `call_soon_threadsafe`. All pool state lives on the loop
-  thread. EOF on a worker's pipe means its process exited: that is how a crash is noticed, and
-  `Process.exitcode` says how it died.
 - Dispatch: a FIFO queue, and jobs handed to idle workers whenever something changes (a submit,
   a worker becoming idle or ready); with several devices, to the least busy device first.
 - Back-pressure: `max_queue` bounds the jobs *waiting* (running ones not counted). A submit that
@@ -20,9 +18,8 @@ How it works, and the choices the issue left open:
 - Events: `JobQueued(position)` at submit and again each time the job moves up the queue,
   `JobStarted(worker)` when the worker takes it, `JobProgress` at most every 0.1 s (first and last
   step always), then exactly one terminal `JobFinished` or `JobFailed`.
-- Cancellation and time limits are cooperative and need no round trip: each worker has a shared
-  integer; the pool writes the number of the job to stop into it and the engine's
-  `should_cancel` reads it between steps. The caller is answered at once (`JobCancelledError`,
+- Cancellation and time limits are cooperative: the backend asks the worker to stop the job
+  and the engine's `should_cancel` sees it between steps. The caller is answered at once (`JobCancelledError`,
   `JobTimeoutError`); the worker stays busy until it reports that it stopped (one engine step),
   then takes the next job. If it has not stopped after `cancel_grace_s`, it is killed and
   replaced. `cancel()` returns True when it ended the job, False when the job had already ended.
@@ -40,9 +37,7 @@ How it works, and the choices the issue left open:
   hand-over to result of successful jobs, over the last 1000; 0.0 until the first one.
 - Close: queued jobs fail with `PoolClosedError` at once, running jobs get up to `grace_s` to
   finish and are then cancelled with `PoolClosedError`; workers are told to stop, killed if they
-  have not exited within `cancel_grace_s`, and joined. Workers are daemonic, so even an
-  interpreter exit without `close()` ends them, and a worker whose parent died stops its job at
-  the next step and exits.
+  have not exited within `cancel_grace_s`, and joined.
 - Errors from a worker arrive as the same DreamError class with the same message; anything
   unexpected arrives as a plain DreamError and its traceback is logged here.
 - Additions to the agreed API, all optional: `PoolConfig.cancel_grace_s`, `PoolStats.idle` and
@@ -53,27 +48,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import logging
 import math
-import multiprocessing as mp
-import os
-import queue
-import signal
-import threading
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _worker
-from .errors import (
+from ..errors import (
     DreamCancelled,
     DreamError,
     InvalidParameterError,
@@ -85,7 +71,10 @@ from .errors import (
     PoolStartError,
     WorkerCrashedError,
 )
-from .jobs import JobResult, JobSpec, Progress
+from ..jobs import JobResult, JobSpec, Progress
+
+if TYPE_CHECKING:
+    from .backend import Backend, WorkerHandle
 
 __all__ = [
     "DreamPool",
@@ -104,7 +93,6 @@ log = logging.getLogger(__name__)
 
 _TIMES_KEPT = 1000
 _MAX_RESTART_DELAY_S = 60.0
-_STOP = object()  # tells a writer thread to close its pipe: the worker then exits
 
 
 @dataclass(frozen=True)
@@ -259,25 +247,23 @@ class Job:
 
 
 class _Worker:
-    """One worker process (one life of a slot) and the two threads that talk to it."""
+    """The core's record of one life of a worker slot: its state and the backend's handle."""
 
-    def __init__(
-        self, slot: int, device: str, process: BaseProcess, cancel: ctypes.c_int64
-    ) -> None:
+    def __init__(self, slot: int, device: str) -> None:
         self.slot = slot
         self.device = device
-        self.process = process
-        self.cancel = cancel
-        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.threads: list[threading.Thread] = []
-        self.pid: int | None = process.pid
+        self.handle: WorkerHandle | None = None  # set as soon as the backend has spawned it
         self.ready = False
         self.exited = False
-        self.killed = False  # by the pool, on purpose
+        self.how: str = "still running"  # how it exited, once it has
         self.start_error: DreamError | None = None
         self.seq: int | None = None  # the job number it works on, until it reports back
         self.job: Job | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle is not None else None
 
     @property
     def idle(self) -> bool:
@@ -293,20 +279,60 @@ class _Worker:
             self.clear_timer(name)
 
     def kill(self) -> None:
-        if not self.exited:
-            self.killed = True
-            with contextlib.suppress(OSError, ValueError):
-                self.process.kill()
+        if not self.exited and self.handle is not None:
+            self.handle.kill()
+
+
+class _Events:
+    """What the backend calls for one worker life (`WorkerEvents`), forwarded to the pool."""
+
+    def __init__(self, pool: DreamPool, w: _Worker) -> None:
+        self._pool, self._w = pool, w
+
+    def ready(self, pid: int | None) -> None:
+        self._pool._on_ready(self._w)
+
+    def start_failed(self, error: DreamError, traceback: str | None) -> None:
+        self._pool._on_start_failed(self._w, error, traceback)
+
+    def started(self, seq: int) -> None:
+        if (job := self._pool._live_job(self._w, seq)) is not None:
+            job._emit(JobStarted(self._w.slot))
+
+    def progress(self, seq: int, progress: Progress) -> None:
+        if (job := self._pool._live_job(self._w, seq)) is not None:
+            job._emit(JobProgress(progress))
+
+    def finished(self, seq: int, result: JobResult) -> None:
+        self._pool._on_job_ended(self._w, seq, result, None)
+
+    def failed(self, seq: int, error: DreamError, traceback: str | None) -> None:
+        if traceback:
+            log.error("dream worker %d: unexpected error in a job:\n%s", self._w.slot, traceback)
+        self._pool._on_job_ended(self._w, seq, None, _caller_error(error))
+
+    def garbled(self) -> None:
+        self._pool._on_garbled(self._w)
+
+    def exited(self, how: str) -> None:
+        self._pool._on_exit(self._w, how)
 
 
 class DreamPool:
-    """Worker processes with warm models, a bounded queue, and an async API for the bot."""
+    """Workers with warm models, a bounded queue, and an async API for the bot.
 
-    def __init__(self, config: PoolConfig = PoolConfig()) -> None:
+    `backend` runs the workers; None runs them as local processes (`LocalBackend`).
+    """
+
+    def __init__(self, config: PoolConfig = PoolConfig(), backend: Backend | None = None) -> None:
         self.config = config
-        self._ctx = mp.get_context("spawn")
+        if backend is None:
+            from .local import LocalBackend
+
+            backend = LocalBackend(config)
+        self.backend = backend
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._plan: list[tuple[str, int]] = []  # (device, torch threads) per slot
+        self._slots: list[str] = []  # the device of each worker slot
         self._workers: list[_Worker | None] = []
         self._start_failures: list[int] = []
         self._restart_timers: dict[int, asyncio.TimerHandle] = {}
@@ -342,17 +368,13 @@ class DreamPool:
             raise PoolStartError("the pool was already started")
         self._started = self._starting = True
         self._loop = asyncio.get_running_loop()
-        self._plan = _plan(self.config)
-        self._workers = [None] * len(self._plan)
-        self._start_failures = [0] * len(self._plan)
-        log.info(
-            "starting %d dream workers: %s",
-            len(self._plan),
-            ", ".join(f"{d} ({t} threads)" for d, t in self._plan),
-        )
         began = time.monotonic()
         try:
-            for slot in range(len(self._plan)):
+            self._slots = self.backend.slots()
+            self._workers = [None] * len(self._slots)
+            self._start_failures = [0] * len(self._slots)
+            log.info("starting %d dream workers: %s", len(self._slots), self.backend.describe())
+            for slot in range(len(self._slots)):
                 self._spawn(slot)
             await self._wait_until_started(began + self.config.start_timeout_s)
         except BaseException as exc:
@@ -374,7 +396,7 @@ class DreamPool:
             for w in self._workers:
                 assert w is not None
                 if w.exited or w.start_error is not None:
-                    reason = w.start_error or f"the process exited ({_describe(w)})"
+                    reason = w.start_error or f"the worker exited ({w.how})"
                     raise PoolStartError(
                         f"dream worker {w.slot} on {w.device} could not start: {reason}"
                     ) from w.start_error
@@ -432,14 +454,14 @@ class DreamPool:
         for w in self._live_workers():
             if not w.ready:
                 w.kill()  # still loading: nothing to lose
-            w.outbox.put(_STOP)
+            elif w.handle is not None:
+                w.handle.stop()
         await self._wait_for_exit(self.config.cancel_grace_s)
         for w in self._live_workers():
             log.warning("dream worker %d (pid %s) did not stop; killing it", w.slot, w.pid)
             w.kill()
         await self._wait_for_exit(10.0)
-        workers = [w for w in self._workers if w is not None]
-        await asyncio.get_running_loop().run_in_executor(None, _join, workers)
+        await self.backend.join([w.handle for w in self._workers if w and w.handle])
 
     async def _wait_for_exit(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -532,7 +554,8 @@ class DreamPool:
     def _stop_job(self, w: _Worker, error: DreamError, kind: str) -> None:
         """End the worker's job for the caller now; the worker stops at its next step."""
         assert w.job is not None and w.seq is not None
-        w.cancel.value = w.seq
+        if w.handle is not None:
+            w.handle.cancel(w.seq)
         w.clear_timer("timeout")
         self._end(w.job, error=error, kind=kind)
         if "kill" not in w.timers:
@@ -586,7 +609,8 @@ class DreamPool:
         w.seq, w.job = seq, job
         job._position = None
         job._started_at = time.monotonic()
-        w.outbox.put((seq, job._image, job.spec))
+        assert w.handle is not None and job._image is not None
+        w.handle.run(seq, job._image, job.spec)
         job._image = None
         w.timers["timeout"] = self._call_later(job._timeout_s, self._on_timeout, w, seq)
 
@@ -605,108 +629,52 @@ class DreamPool:
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
-        device, threads = self._plan[slot]
-        jobs_in, jobs_out = self._ctx.Pipe(duplex=False)
-        events_in, events_out = self._ctx.Pipe(duplex=False)
-        cancel = self._ctx.RawValue(ctypes.c_int64, 0)
-        process = self._ctx.Process(
-            target=_worker.worker_main,
-            args=(slot, device, self.config.models, threads, jobs_in, events_out, cancel),
-            name=f"dreamcore-worker-{slot}",
-            daemon=True,
-        )
-        process.start()
-        jobs_in.close()  # the child has its own copies; ours must go, or EOF would never come
-        events_out.close()
-        w = _Worker(slot, device, process, cancel)
-        w.threads = [
-            threading.Thread(
-                target=self._read, args=(w, events_in), name=f"{process.name}-reader", daemon=True
-            ),
-            threading.Thread(
-                target=_write, args=(w, jobs_out), name=f"{process.name}-writer", daemon=True
-            ),
-        ]
-        for t in w.threads:
-            t.start()
-        w.timers["start"] = self._call_later(self.config.start_timeout_s, self._on_start_timeout, w)
+        w = _Worker(slot, self._slots[slot])
+        w.handle = self.backend.spawn(slot, _Events(self, w))
         self._workers[slot] = w
-        log.debug("spawned dream worker %d (pid %s) on %s", slot, process.pid, device)
-
-    def _read(self, w: _Worker, conn: Connection) -> None:
-        """Reader thread: every message from the worker goes to the loop; EOF means it exited."""
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break
-            except Exception:  # a message that does not unpickle: the stream is still in step
-                log.exception("unreadable message from dream worker %d", w.slot)
-                message = ("garbled",)
-            if not self._to_loop(self._on_message, w, message):
-                break
-        conn.close()
-        w.process.join(10.0)  # it closed the pipe by exiting; collect its exit code
-        if w.process.exitcode is None:  # closed the pipe yet lives on: never leave it behind
-            w.kill()
-            w.process.join(10.0)
-        self._to_loop(self._on_exit, w)
-
-    def _to_loop(self, callback: Any, *args: Any) -> bool:
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            return False
-        return True
+        w.timers["start"] = self._call_later(self.config.start_timeout_s, self._on_start_timeout, w)
 
     def _call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
         assert self._loop is not None
         return self._loop.call_later(delay, callback, *args)
 
-    def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == _worker.READY:
-            w.ready, w.pid = True, message[1]
-            w.clear_timer("start")
-            self._start_failures[w.slot] = 0
-            log.info("dream worker %d (pid %s) ready on %s", w.slot, w.pid, w.device)
-            self._changed.set()
-            self._dispatch()
+    def _on_ready(self, w: _Worker) -> None:
+        if w.exited:
             return
-        if kind == _worker.START_FAILED:
-            w.start_error = message[1]
-            log.error(
-                "dream worker %d could not load its models: %s%s",
-                w.slot,
-                message[1],
-                f"\n{message[2]}" if message[2] else "",
-            )
-            self._changed.set()
-            return
-        if kind == "garbled":
-            if w.job is not None and not w.job.done:
-                self._stop_job(w, DreamError("the dream worker sent an unreadable reply"), "failed")
-            return
-        seq = message[1]
+        w.ready = True
+        w.clear_timer("start")
+        self._start_failures[w.slot] = 0
+        log.info("dream worker %d (pid %s) ready on %s", w.slot, w.pid, w.device)
+        self._changed.set()
+        self._dispatch()
+
+    def _on_start_failed(self, w: _Worker, error: DreamError, traceback: str | None) -> None:
+        w.start_error = error
+        log.error(
+            "dream worker %d could not load its models: %s%s",
+            w.slot,
+            error,
+            f"\n{traceback}" if traceback else "",
+        )
+        self._changed.set()
+
+    def _live_job(self, w: _Worker, seq: int) -> Job | None:
+        """The job `seq` if the worker is still on it and the caller still waits for it."""
         job = w.job if w.seq == seq else None
-        live = job is not None and not job.done
-        if kind == _worker.STARTED and live:
-            assert job is not None
-            job._emit(JobStarted(w.slot))
-        elif kind == _worker.PROGRESS and live:
-            assert job is not None
-            job._emit(JobProgress(message[2]))
-        elif kind in (_worker.FINISHED, _worker.FAILED) and w.seq == seq:
-            if kind == _worker.FAILED and message[3]:
-                log.error("dream worker %d: unexpected error in a job:\n%s", w.slot, message[3])
-            if live:
-                assert job is not None
-                if kind == _worker.FINISHED:
-                    self._end(job, result=message[2])
-                else:
-                    self._end(job, error=_caller_error(message[2]))
-            self._work_ended(w)
+        return job if job is not None and not job.done else None
+
+    def _on_job_ended(
+        self, w: _Worker, seq: int, result: JobResult | None, error: DreamError | None
+    ) -> None:
+        if w.seq != seq:
+            return
+        if (job := self._live_job(w, seq)) is not None:
+            self._end(job, result=result, error=error)
+        self._work_ended(w)
+
+    def _on_garbled(self, w: _Worker) -> None:
+        if w.job is not None and not w.job.done:
+            self._stop_job(w, DreamError("the dream worker sent an unreadable reply"), "failed")
 
     def _work_ended(self, w: _Worker) -> None:
         w.seq, w.job = None, None
@@ -742,10 +710,10 @@ class DreamPool:
             )
             w.kill()
 
-    def _on_exit(self, w: _Worker) -> None:
+    def _on_exit(self, w: _Worker, how: str) -> None:
         if w.exited:
             return
-        w.exited = True
+        w.exited, w.how = True, how
         w.clear_timers()
         self._changed.set()
         job = w.job
@@ -753,9 +721,7 @@ class DreamPool:
         if job is not None and not job.done:
             self._end(
                 job,
-                error=WorkerCrashedError(
-                    f"the dream worker died while running this job ({_describe(w)})"
-                ),
+                error=WorkerCrashedError(f"the dream worker died while running this job ({how})"),
             )
         if self._closing or self._starting:
             return
@@ -766,12 +732,12 @@ class DreamPool:
                 "dream worker %d (pid %s) exited (%s); starting a replacement",
                 w.slot,
                 w.pid,
-                _describe(w),
+                how,
             )
         else:
             self._start_failures[w.slot] += 1
             delay = min(_MAX_RESTART_DELAY_S, 2.0 ** (self._start_failures[w.slot] - 1))
-            reason = w.start_error or _describe(w)
+            reason = w.start_error or how
             log.error(
                 "dream worker %d failed to start (%s); trying again in %g s", w.slot, reason, delay
             )
@@ -794,67 +760,6 @@ class DreamPool:
             self._start_failures[slot] += 1
             delay = min(_MAX_RESTART_DELAY_S, 2.0 ** self._start_failures[slot])
             self._restart_timers[slot] = self._call_later(delay, self._restart, slot)
-
-
-def _write(w: _Worker, conn: Connection) -> None:
-    """Writer thread: sends jobs in order; `_STOP` closes the pipe, telling the worker to exit."""
-    while True:
-        item = w.outbox.get()
-        if item is _STOP:
-            break
-        try:
-            conn.send(item)
-        except (OSError, ValueError):  # the worker died; the reader thread reports it
-            break
-    conn.close()
-
-
-def _join(workers: Sequence[_Worker]) -> None:
-    for w in workers:
-        if w.process.exitcode is None:
-            w.process.join(5.0)
-        w.outbox.put(_STOP)
-        for t in w.threads:
-            t.join(5.0)
-        with contextlib.suppress(ValueError):
-            w.process.close()
-
-
-def _plan(config: PoolConfig) -> list[tuple[str, int]]:
-    """(device, torch threads) for each worker, threads split so workers do not oversubscribe."""
-    devices = config.devices or _cuda_devices() or ("cpu",)
-    slots: list[str] = []
-    for device in devices:
-        n = (config.cpu_workers or 1) if device == "cpu" else config.workers_per_device
-        slots += [device] * n
-    threads = config.torch_threads or max(1, _cores() // len(slots))
-    return [(device, threads) for device in slots]
-
-
-def _cuda_devices() -> tuple[str, ...]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return ()
-    return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _describe(w: _Worker) -> str:
-    code = w.process.exitcode
-    if code is None:
-        return "exit code unknown"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            name = signal.Signals(-code).name
-            return f"killed by {name}" + (" from the pool" if w.killed else "")
-        return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _caller_error(error: DreamError) -> DreamError:
