@@ -62,7 +62,7 @@ def describe_settings_error(exc: ValidationError) -> str:
 async def run(settings: Settings, *, sync: bool = False) -> None:
     """Open everything, connect, and close it all in reverse order on the way out."""
     async with (
-        Store.open(settings.database_path) as store,
+        Store.open(settings.database_target()) as store,
         aiohttp.ClientSession() as session,
         DreamPool(pool_config(settings)) as pool,
     ):

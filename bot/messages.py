@@ -89,6 +89,11 @@ def limit_text(exc: LimitReached) -> str:
             count = int(exc.limit)
             dreams = "dream" if count == 1 else "dreams"
             return f"You've had your {count} {dreams} for today; come back tomorrow."
+        case "member":
+            return (
+                f"You already have {int(exc.limit)} dream(s) running or waiting; "
+                "let one finish and try again."
+            )
         case _:
             return "This server has many dreams in progress; please try again in a minute."
 

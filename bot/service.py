@@ -142,6 +142,7 @@ class DreamService:
             cooldown_s=cooldown,
             daily_quota=self.settings.daily_quota,
             per_guild=self.settings.max_jobs_per_guild,
+            per_member=self.settings.max_jobs_per_user,
         )
 
     async def cooldown_left(self, user_id: int, config: GuildConfig | None) -> float:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
 
     # --- storage -----------------------------------------------------------------------------
     database_path: Path = Path("data/dreambot.sqlite3")
+    database_url: SecretStr | None = Field(
+        None,
+        description="postgresql://user:password@host/db: share one database between bot "
+        "processes (limits hold across them); unset: the SQLite file at database_path",
+    )
     source_retention_h: float = Field(
         24.0, ge=0, description="hours a dream's input image is kept for Re-roll/Stronger/Weaker"
     )
@@ -139,6 +144,21 @@ class Settings(BaseSettings):
         if not isinstance(logging.getLevelName(value), int):
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL (unset: the SQLite file)")
+        return value
+
+    def database_target(self) -> Path | str:
+        """What `Store.open` is given: the PostgreSQL URL if one is set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return self.database_path
 
     @field_validator("discord_token")
     @classmethod

@@ -1,25 +1,32 @@
-"""SQLite storage behind typed methods: server settings, server presets and the dreams made.
+"""Storage behind typed methods: server settings, server presets, the dreams and their limits.
 
-One file (its path comes from settings) opened through aiosqlite, so the event loop never waits on
-the disk. The schema is created and migrated on open, from `PRAGMA user_version`.
+A SQLite file by default (its path comes from settings), or a PostgreSQL server when
+`DREAMBOT_DATABASE_URL` names one (several bot processes then share it); `database` runs the
+same SQL and the same migrations on either, without blocking the event loop. The schema is
+created and migrated on open.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import aiosqlite
-
 from dreamcore.jobs import JobSpec
+
+from .database import (
+    Database,
+    Queries,
+    SchemaError,
+    is_postgres_url,
+    open_database,
+    redact_url,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -80,12 +87,13 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX dreams_by_owner_asked ON dreams (owner_id, created_at);
     CREATE INDEX dreams_by_guild_status ON dreams (guild_id, status);
     """,
+    # 4: several bot processes share one database: each one's dreams carry its name
+    """
+    ALTER TABLE dreams ADD COLUMN runner TEXT NOT NULL DEFAULT '';
+    CREATE INDEX dreams_by_runner_status ON dreams (runner, status);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-class SchemaError(RuntimeError):
-    """The database file was written by a newer version of the bot."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +146,15 @@ class Limits:
     cooldown_s: float = 0.0  # between two dreams of one member
     daily_quota: int = 0  # dreams of one member in 24 h, queued, running or done
     per_guild: int = 0  # dreams of one server queued or running at once
+    per_member: int = 0  # dreams of one member queued or running at once, in every bot process
 
 
 class LimitReached(Exception):
     """A reservation was refused: which limit, its value, and when to try again (cooldown)."""
 
-    def __init__(self, kind: Literal["cooldown", "quota", "guild"], limit: float, wait_s: float):
+    def __init__(
+        self, kind: Literal["cooldown", "quota", "guild", "member"], limit: float, wait_s: float
+    ):
         super().__init__(f"{kind} limit {limit:g} reached (wait {wait_s:.1f} s)")
         self.kind = kind
         self.limit = limit
@@ -161,93 +172,55 @@ def _spec_json(spec: JobSpec) -> str:
 
 
 class Store:
-    """The bot's database; open with `await Store.open(path)` or `async with Store.open(path)`."""
+    """The bot's database; open with `await Store.open(target)` or `async with Store.open(...)`.
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    `target` is a SQLite file's path, or a `postgresql://` URL. `runner` names this bot process
+    among those sharing the database (e.g. its shard ids): a restart fails only the unfinished
+    dreams of its own name, never those another process is still dreaming.
+    """
+
+    def __init__(self, db: Database, runner: str = "") -> None:
         self._db = db
-        self.path = path
-        self._write_lock = asyncio.Lock()  # one connection: one transaction at a time
+        self.runner = runner
+        self.path = getattr(db, "path", None)  # the SQLite file, if it is one
 
     def __repr__(self) -> str:
-        return f"<Store {str(self.path)!r}>"
+        return f"<Store {self._db.name!r}>"
 
     @classmethod
-    def open(cls, path: Path | str) -> _Opener:
+    def open(cls, target: Path | str, *, runner: str = "") -> _Opener:
         """Open (creating and migrating) the database; await it or use it with `async with`."""
-        return _Opener(cls, Path(path))
+        return _Opener(cls, target if is_postgres_url(target) else Path(target), runner)
 
     @classmethod
-    async def _open(cls, path: Path) -> Store:
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+    async def _open(cls, target: Path | str, runner: str = "") -> Store:
+        db = await open_database(target)
         try:
-            db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            store = cls(db, path)
-            await store._migrate()
+            version = await db.schema_version()
+            if version < SCHEMA_VERSION:
+                log.info("Migrating %s to schema version %d", db.name, SCHEMA_VERSION)
+            await db.migrate(_MIGRATIONS)
         except BaseException:
             await db.close()
             raise
-        return store
+        return cls(db, runner)
 
     async def close(self) -> None:
         await self._db.close()
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _migrate(self) -> None:
-        version = await self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{self.path} has schema version {version}, this bot knows up to {SCHEMA_VERSION}"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            log.info("Migrating %s to schema version %d", self.path, number + 1)
-            await self._db.executescript(
-                f"BEGIN;\n{_MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
-            )
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: the write lock is taken before the first read, so a check
-        and the write that depends on it cannot be split by another writer (task or process)."""
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.rollback()
-                raise
-            await self._db.commit()
+        return await self._db.schema_version()
 
     # --- server settings ---------------------------------------------------------------------
 
     async def guild_config(self, guild_id: int) -> GuildConfig:
-        async with self._db.execute(
-            "SELECT * FROM guild_config WHERE guild_id = ?", (guild_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return GuildConfig(guild_id)
-        return GuildConfig(
-            guild_id=guild_id,
-            allowed_channels=frozenset(json.loads(row["allowed_channels"])),
-            default_preset=row["default_preset"],
-            max_image_side=row["max_image_side"],
-            cooldown_s=row["cooldown_s"],
-            disabled_presets=frozenset(json.loads(row["disabled_presets"])),
-        )
+        return await _guild_config(self._db, guild_id)
 
     async def update_guild_config(self, guild_id: int, **changes: Any) -> GuildConfig:
         """Change some fields of a server's settings; the others keep their values."""
-        async with self._transaction() as db:
-            config = replace(await self.guild_config(guild_id), **changes)
-            await db.execute(
+        async with self._db.transaction(f"guild-config:{guild_id}") as q:
+            config = replace(await _guild_config(q, guild_id), **changes)
+            await q.execute(
                 """
                 INSERT INTO guild_config
                     (guild_id, allowed_channels, default_preset, max_image_side, cooldown_s,
@@ -274,27 +247,25 @@ class Store:
     # --- server presets ----------------------------------------------------------------------
 
     async def presets(self, guild_id: int) -> list[ServerPreset]:
-        async with self._db.execute(
+        rows = await self._db.fetchall(
             "SELECT name, description, spec FROM guild_presets WHERE guild_id = ? ORDER BY name",
             (guild_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [_preset(row) for row in rows]
 
     async def preset(self, guild_id: int, name: str) -> ServerPreset | None:
-        async with self._db.execute(
+        row = await self._db.fetchone(
             "SELECT name, description, spec FROM guild_presets WHERE guild_id = ? AND name = ?",
             (guild_id, name),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return _preset(row) if row else None
 
     async def put_preset(
         self, guild_id: int, preset: ServerPreset, *, user_id: int | None = None
     ) -> None:
         """Add a server preset, or replace the one of that name."""
-        async with self._transaction() as db:
-            await db.execute(
+        async with self._db.transaction() as q:
+            await q.execute(
                 """
                 INSERT INTO guild_presets (guild_id, name, description, spec, updated_by,
                                            updated_at)
@@ -314,11 +285,11 @@ class Store:
             )
 
     async def remove_preset(self, guild_id: int, name: str) -> bool:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        async with self._db.transaction() as q:
+            changed = await q.execute(
                 "DELETE FROM guild_presets WHERE guild_id = ? AND name = ?", (guild_id, name)
             )
-        return cur.rowcount > 0
+        return changed > 0
 
     # --- dreams and the limits they hold -----------------------------------------------------
 
@@ -328,125 +299,158 @@ class Store:
         The row itself is the reservation: it counts against the cooldown, the daily quota and
         the server's limit until `finish_dream` marks it failed or cancelled. Raises
         `LimitReached` (and writes nothing) when a limit is full. `record.created_at` is "now".
+        On PostgreSQL the transaction holds the member's and the server's advisory locks, so
+        bot processes sharing the server cannot both take the last place.
         """
         now = record.created_at or time.time()
-        async with self._transaction():
-            await self._check_limits(record.owner_id, record.guild_id, limits, now)
-            await self._insert_dream(replace(record, status="queued", created_at=now))
-
-    async def _check_limits(
-        self, owner_id: int, guild_id: int | None, limits: Limits, now: float
-    ) -> None:
-        if limits.cooldown_s > 0:
-            last = await self._scalar(
-                f"SELECT MAX(created_at) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS}",
-                (owner_id,),
-            )
-            if last is not None and now < last + limits.cooldown_s:
-                raise LimitReached("cooldown", limits.cooldown_s, last + limits.cooldown_s - now)
-        if limits.daily_quota > 0:
-            used = await self.count_dreams_since(owner_id, now - _DAY_S)
-            if used >= limits.daily_quota:
-                raise LimitReached("quota", limits.daily_quota, 0.0)
-        if limits.per_guild > 0 and guild_id is not None:
-            running = await self._scalar(
-                "SELECT COUNT(*) FROM dreams WHERE guild_id = ? AND status = 'queued'",
-                (guild_id,),
-            )
-            if (running or 0) >= limits.per_guild:
-                raise LimitReached("guild", limits.per_guild, 0.0)
-
-    async def _scalar(self, sql: str, params: tuple[Any, ...]) -> Any:
-        async with self._db.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        locks = [f"member:{record.owner_id}"]
+        if record.guild_id is not None:
+            locks.append(f"guild:{record.guild_id}")
+        async with self._db.transaction(*locks) as q:
+            await _check_limits(q, record.owner_id, record.guild_id, limits, now)
+            await _insert_dream(q, replace(record, status="queued", created_at=now), self.runner)
 
     async def add_dream(self, record: DreamRecord) -> None:
         """Insert a dream without checking any limit (imports, tests)."""
-        async with self._transaction():
-            await self._insert_dream(replace(record, created_at=record.created_at or time.time()))
-
-    async def _insert_dream(self, record: DreamRecord) -> None:
-        await self._db.execute(
-            """
-            INSERT INTO dreams (id, owner_id, guild_id, channel_id, label, spec, source, status,
-                                created_at, finished_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            (
-                record.id,
-                record.owner_id,
-                record.guild_id,
-                record.channel_id,
-                record.label,
-                _spec_json(record.spec),
-                record.source,
-                record.status,
-                record.created_at,
-                record.finished_at,
-            ),
-        )
+        async with self._db.transaction() as q:
+            record = replace(record, created_at=record.created_at or time.time())
+            await _insert_dream(q, record, self.runner)
 
     async def set_source(self, dream_id: str, source: bytes | None) -> None:
         """Keep the input image of a reserved dream (downloaded after the reservation)."""
-        async with self._transaction() as db:
-            await db.execute("UPDATE dreams SET source = ? WHERE id = ?", (source, dream_id))
+        async with self._db.transaction() as q:
+            await q.execute("UPDATE dreams SET source = ? WHERE id = ?", (source, dream_id))
 
     async def dream(self, dream_id: str) -> DreamRecord | None:
-        async with self._db.execute("SELECT * FROM dreams WHERE id = ?", (dream_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._db.fetchone("SELECT * FROM dreams WHERE id = ?", (dream_id,))
         return _record(row) if row is not None else None
 
     async def unfinished_dreams(self) -> list[DreamRecord]:
-        """Dreams still queued (a previous run stopped before they ended), oldest first."""
-        async with self._db.execute(
-            "SELECT * FROM dreams WHERE status = 'queued' ORDER BY created_at"
-        ) as cur:
-            rows = await cur.fetchall()
+        """This runner's dreams still queued (a previous run stopped before they ended)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM dreams WHERE status = 'queued' AND runner = ? ORDER BY created_at",
+            (self.runner,),
+        )
         return [_record(row) for row in rows]
 
     async def finish_dream(self, dream_id: str, status: DreamStatus) -> None:
         """End a dream; failed and cancelled ones give their reservation back."""
-        async with self._transaction() as db:
-            await db.execute(
+        async with self._db.transaction() as q:
+            await q.execute(
                 "UPDATE dreams SET status = ?, finished_at = ? WHERE id = ?",
                 (status, time.time(), dream_id),
             )
 
     async def count_dreams_since(self, owner_id: int, since: float) -> int:
         """Dreams a user asked for since a time, queued, running or done (not failed/cancelled)."""
-        count = await self._scalar(
-            f"SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS} "
-            "AND created_at >= ?",
-            (owner_id, since),
-        )
-        return int(count or 0)
+        return await _count_dreams_since(self._db, owner_id, since)
 
     async def last_dream_at(self, owner_id: int) -> float | None:
         """When the user last asked for a dream that holds its cooldown (not failed/cancelled)."""
-        return await self._scalar(
-            f"SELECT MAX(created_at) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS}",
-            (owner_id,),
-        )
+        return await _last_dream_at(self._db, owner_id)
 
     async def fail_unfinished(self) -> int:
-        """Dreams left queued by a previous run will never finish: mark them failed."""
-        async with self._transaction() as db:
-            cur = await db.execute(
-                "UPDATE dreams SET status = 'failed', finished_at = ? WHERE status = 'queued'",
-                (time.time(),),
+        """This runner's dreams left queued by its previous run will never finish: failed."""
+        async with self._db.transaction() as q:
+            return await q.execute(
+                "UPDATE dreams SET status = 'failed', finished_at = ? "
+                "WHERE status = 'queued' AND runner = ?",
+                (time.time(), self.runner),
             )
-        return cur.rowcount
 
     async def prune_sources(self, older_than: float) -> int:
         """Forget input images older than a time (the dreams' rows stay, for quotas)."""
-        async with self._transaction() as db:
-            cur = await db.execute(
+        async with self._db.transaction() as q:
+            return await q.execute(
                 "UPDATE dreams SET source = NULL WHERE source IS NOT NULL AND created_at < ? "
                 "AND status != 'queued'",
                 (older_than,),
             )
-        return cur.rowcount
+
+
+async def _guild_config(q: Queries, guild_id: int) -> GuildConfig:
+    row = await q.fetchone("SELECT * FROM guild_config WHERE guild_id = ?", (guild_id,))
+    if row is None:
+        return GuildConfig(guild_id)
+    return GuildConfig(
+        guild_id=guild_id,
+        allowed_channels=frozenset(json.loads(row["allowed_channels"])),
+        default_preset=row["default_preset"],
+        max_image_side=row["max_image_side"],
+        cooldown_s=row["cooldown_s"],
+        disabled_presets=frozenset(json.loads(row["disabled_presets"])),
+    )
+
+
+async def _check_limits(
+    q: Queries, owner_id: int, guild_id: int | None, limits: Limits, now: float
+) -> None:
+    if limits.cooldown_s > 0:
+        last = await _last_dream_at(q, owner_id)
+        if last is not None and now < last + limits.cooldown_s:
+            raise LimitReached("cooldown", limits.cooldown_s, last + limits.cooldown_s - now)
+    if limits.daily_quota > 0:
+        used = await _count_dreams_since(q, owner_id, now - _DAY_S)
+        if used >= limits.daily_quota:
+            raise LimitReached("quota", limits.daily_quota, 0.0)
+    if limits.per_member > 0:
+        mine = await _scalar(
+            q, "SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status = 'queued'", (owner_id,)
+        )
+        if (mine or 0) >= limits.per_member:
+            raise LimitReached("member", limits.per_member, 0.0)
+    if limits.per_guild > 0 and guild_id is not None:
+        running = await _scalar(
+            q, "SELECT COUNT(*) FROM dreams WHERE guild_id = ? AND status = 'queued'", (guild_id,)
+        )
+        if (running or 0) >= limits.per_guild:
+            raise LimitReached("guild", limits.per_guild, 0.0)
+
+
+async def _count_dreams_since(q: Queries, owner_id: int, since: float) -> int:
+    count = await _scalar(
+        q,
+        f"SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS} "
+        "AND created_at >= ?",
+        (owner_id, since),
+    )
+    return int(count or 0)
+
+
+async def _last_dream_at(q: Queries, owner_id: int) -> float | None:
+    return await _scalar(
+        q,
+        f"SELECT MAX(created_at) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS}",
+        (owner_id,),
+    )
+
+
+async def _scalar(q: Queries, sql: str, params: tuple[Any, ...]) -> Any:
+    row = await q.fetchone(sql, params)
+    return row[0] if row else None
+
+
+async def _insert_dream(q: Queries, record: DreamRecord, runner: str) -> None:
+    await q.execute(
+        """
+        INSERT INTO dreams (id, owner_id, guild_id, channel_id, label, spec, source, status,
+                            created_at, finished_at, runner)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        (
+            record.id,
+            record.owner_id,
+            record.guild_id,
+            record.channel_id,
+            record.label,
+            _spec_json(record.spec),
+            record.source,
+            record.status,
+            record.created_at,
+            record.finished_at,
+            runner,
+        ),
+    )
 
 
 def _record(row: Any) -> DreamRecord:
@@ -472,16 +476,17 @@ def _preset(row: Iterable[Any]) -> ServerPreset:
 class _Opener:
     """`Store.open(...)`: awaitable, or an async context manager that closes the store."""
 
-    def __init__(self, cls: type[Store], path: Path) -> None:
+    def __init__(self, cls: type[Store], path: Path | str, runner: str) -> None:
         self._cls = cls
         self._path = path
+        self._runner = runner
         self._store: Store | None = None
 
     def __await__(self) -> Generator[Any, None, Store]:
-        return self._cls._open(self._path).__await__()
+        return self._cls._open(self._path, self._runner).__await__()
 
     async def __aenter__(self) -> Store:
-        self._store = await self._cls._open(self._path)
+        self._store = await self._cls._open(self._path, self._runner)
         return self._store
 
     async def __aexit__(
@@ -494,4 +499,4 @@ class _Opener:
             await self._store.close()
 
     def __repr__(self) -> str:
-        return f"<Store.open {str(self._path)!r}>"
+        return f"<Store.open {redact_url(str(self._path))!r}>"

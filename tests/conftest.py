@@ -7,4 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-pytest_plugins = ["fakediscord.fixtures"]  # the loopback Discord: fake_discord, bot_runner
+pytest_plugins = [
+    "fakediscord.fixtures",  # the loopback Discord: fake_discord, bot_runner
+    "pgserver",  # a real PostgreSQL server: postgres_server
+]

@@ -528,7 +528,9 @@ async def test_moderator_commands_need_manage_server_and_survive_a_restart(
 async def test_bad_inputs_get_one_polite_reply_each_and_the_bot_keeps_serving(
     fake: FakeDiscord, harness: Harness
 ) -> None:
-    await harness.start(max_attachment_bytes=1024 * 1024)
+    # Four requests of one member at once: the per-member limit (held in the store from the
+    # reservation on, downloads included) must not be what answers them.
+    await harness.start(max_attachment_bytes=1024 * 1024, max_jobs_per_user=4)
     text_as_png = await ask(
         fake, "!dream", data=b"just some text\n" * 40, filename="cat.png", width=96, height=64
     )

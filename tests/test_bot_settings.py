@@ -118,3 +118,20 @@ def test_log_level_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DREAMBOT_LOG_LEVEL", "chatty")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_database_url_selects_postgresql_and_its_password_stays_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    assert Settings().database_target() == Path("data/dreambot.sqlite3")  # the default
+    url = "postgresql://bot:hunter2@db:5432/dreambot"
+    monkeypatch.setenv("DREAMBOT_DATABASE_URL", url)
+    settings = Settings()
+    assert settings.database_target() == url
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    monkeypatch.setenv("DREAMBOT_DATABASE_URL", "mysql://bot:hunter2@db/dreambot")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    text = describe_settings_error(info.value)
+    assert "DREAMBOT_DATABASE_URL" in text and "hunter2" not in text

@@ -1,4 +1,9 @@
-"""The SQLite store: a real file, migrated on open, surviving a reopen, quotas from finished dreams."""
+"""The store on both engines: a real SQLite file and a real PostgreSQL server (`pgserver`).
+
+Migrated on open, surviving a reopen, quotas from finished dreams, and limits that hold when two
+connections (two bot processes) reserve at once. Tests about the SQLite file itself stay
+SQLite-only; their PostgreSQL twins follow them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pgserver import PostgresServer
 
 from bot.store import (
     SCHEMA_VERSION,
@@ -22,6 +28,15 @@ from bot.store import (
 from dreamcore.jobs import DreamOverrides, JobSpec
 
 GUILD = 1234
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store lives: a SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "bot.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return await server.new_database()
 
 
 async def test_a_new_file_gets_the_latest_schema(tmp_path: Path) -> None:
@@ -59,8 +74,67 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await Store.open(path)
 
 
-async def test_guild_config_changes_survive_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
+async def test_postgres_migrates_an_old_schema_once_even_when_two_bots_start_at_once(
+    postgres_server: PostgresServer,
+) -> None:
+    """Version 1 written by hand, then two stores open at once: one migrates, both work."""
+    import asyncpg
+
+    from bot import database
+    from bot import store as store_module
+
+    url = await postgres_server.new_database()
+    con = await asyncpg.connect(url)
+    try:
+        for statement in database._statements(database._postgres_ddl(store_module._MIGRATIONS[0])):
+            await con.execute(statement)
+        await con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        await con.execute("INSERT INTO schema_version VALUES (1)")
+        await con.execute(
+            "INSERT INTO guild_config (guild_id, default_preset) VALUES ($1, 'dogs')",
+            2**62,  # Discord ids need 64 bits
+        )
+    finally:
+        await con.close()
+    first, second = await asyncio.gather(Store.open(url), Store.open(url))
+    try:
+        assert await first.schema_version() == await second.schema_version() == SCHEMA_VERSION
+        assert (await second.guild_config(2**62)).default_preset == "dogs"
+    finally:
+        await first.close()
+        await second.close()
+    con = await asyncpg.connect(url)
+    try:
+        versions = [r[0] for r in await con.fetch("SELECT version FROM schema_version")]
+    finally:
+        await con.close()
+    assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_postgres_refuses_a_newer_schema_and_never_shows_a_password(
+    postgres_server: PostgresServer,
+) -> None:
+    import asyncpg
+
+    url = await postgres_server.new_database()
+    con = await asyncpg.connect(url)
+    try:
+        await con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        await con.execute(f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION + 1})")
+    finally:
+        await con.close()
+    with pytest.raises(SchemaError):
+        await Store.open(url)
+    secret = url.replace("dreambot@", "dreambot:hunter2@")
+    assert "hunter2" not in repr(Store.open(secret))
+    wrong_port = secret.replace(str(postgres_server.port), str(postgres_server.port + 1))
+    with pytest.raises(ConnectionError) as refused:
+        await Store.open(wrong_port)
+    assert "hunter2" not in str(refused.value) and "127.0.0.1" in str(refused.value)
+
+
+async def test_guild_config_changes_survive_a_reopen(target: str) -> None:
+    path = target
     async with Store.open(path) as store:
         assert (await store.guild_config(GUILD)).allowed_channels == frozenset()
         await store.update_guild_config(GUILD, allowed_channels=frozenset({5, 6}), cooldown_s=3.0)
@@ -74,9 +148,9 @@ async def test_guild_config_changes_survive_a_reopen(tmp_path: Path) -> None:
     assert config.allows_channel(99, parent_id=6), "a thread counts as its parent channel"
 
 
-async def test_server_presets_are_stored_as_job_specs(tmp_path: Path) -> None:
+async def test_server_presets_are_stored_as_job_specs(target: str) -> None:
     spec = JobSpec(preset="dogs", overrides=DreamOverrides(strength=2.0, steps=3))
-    async with Store.open(tmp_path / "bot.sqlite3") as store:
+    async with Store.open(target) as store:
         await store.put_preset(GUILD, ServerPreset("puppies", "More dogs", spec), user_id=9)
         await store.put_preset(GUILD + 1, ServerPreset("other", "elsewhere", spec))
         assert [p.name for p in await store.presets(GUILD)] == ["puppies"]
@@ -89,9 +163,9 @@ async def test_server_presets_are_stored_as_job_specs(tmp_path: Path) -> None:
         assert await store.preset(GUILD, "puppies") is None
 
 
-async def test_failed_and_cancelled_dreams_do_not_count_for_the_quota(tmp_path: Path) -> None:
+async def test_failed_and_cancelled_dreams_do_not_count_for_the_quota(target: str) -> None:
     spec = JobSpec(preset="dogs", seed=3)
-    async with Store.open(tmp_path / "bot.sqlite3") as store:
+    async with Store.open(target) as store:
         for dream_id, status in (("a" * 12, "done"), ("b" * 12, "failed"), ("c" * 12, "cancelled")):
             await store.add_dream(DreamRecord(dream_id, 7, GUILD, 8, "dogs", spec, b"img"))
             await store.finish_dream(dream_id, status)  # type: ignore[arg-type]
@@ -104,8 +178,8 @@ async def test_failed_and_cancelled_dreams_do_not_count_for_the_quota(tmp_path: 
         assert "img" not in repr(record)
 
 
-async def test_unfinished_dreams_of_a_previous_run_are_marked_failed(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
+async def test_unfinished_dreams_of_a_previous_run_are_marked_failed(target: str) -> None:
+    path = target
     async with Store.open(path) as store:
         await store.add_dream(DreamRecord("e" * 12, 7, None, None, "default", JobSpec()))
     async with Store.open(path) as store:
@@ -114,8 +188,8 @@ async def test_unfinished_dreams_of_a_previous_run_are_marked_failed(tmp_path: P
         assert record is not None and record.status == "failed"
 
 
-async def test_old_input_images_are_pruned_but_rows_stay(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "bot.sqlite3") as store:
+async def test_old_input_images_are_pruned_but_rows_stay(target: str) -> None:
+    async with Store.open(target) as store:
         old = DreamRecord("f" * 12, 7, None, None, "dogs", JobSpec(), b"x", created_at=1000.0)
         await store.add_dream(old)
         await store.finish_dream(old.id, "done")
@@ -151,10 +225,10 @@ async def _burst(stores: list[Store], records: list[DreamRecord], limits: Limits
 
 
 async def test_a_burst_from_one_server_gets_exactly_its_limit_across_two_connections(
-    tmp_path: Path,
+    target: str,
 ) -> None:
     """Two connections to one file stand for two bot processes; 30 ask at once, 10 fit."""
-    path = tmp_path / "bot.sqlite3"
+    path = target
     async with Store.open(path) as first, Store.open(path) as second:
         records = [_asked(i, owner=100 + i) for i in range(30)]
         outcomes = await _burst([first, second], records, Limits(per_guild=10))
@@ -169,8 +243,34 @@ async def test_a_burst_from_one_server_gets_exactly_its_limit_across_two_connect
         assert sorted(outcomes) == ["guild"] * 2 + ["ok"] * 3, outcomes
 
 
-async def test_a_burst_from_one_member_holds_the_cooldown_and_the_quota(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "bot.sqlite3") as store:
+async def test_a_member_burst_across_two_bots_gets_exactly_the_per_member_limit(
+    target: str,
+) -> None:
+    """Two bot processes (two stores) each get half of 12 requests from one member at once."""
+    async with Store.open(target) as first, Store.open(target) as second:
+        records = [_asked(300 + i, owner=42, guild=GUILD + (i % 3)) for i in range(12)]
+        outcomes = await _burst([first, second], records, Limits(per_member=3))
+        assert sorted(outcomes) == ["member"] * 9 + ["ok"] * 3, outcomes
+        held = [r for r, o in zip(records, outcomes, strict=True) if o == "ok"]
+        await second.finish_dream(held[0].id, "done")  # no longer running: its place is free
+        again = await _burst([first], [_asked(400, owner=42)], Limits(per_member=3))
+        assert again == ["ok"]
+
+
+async def test_a_restart_fails_only_its_own_unfinished_dreams(target: str) -> None:
+    """Two bots share the database; one restarting must not fail what the other is dreaming."""
+    async with Store.open(target, runner="shards 0-1") as a, Store.open(target, runner="2-3") as b:
+        await a.add_dream(DreamRecord("a1" * 6, 7, GUILD, None, "dogs", JobSpec()))
+        await b.add_dream(DreamRecord("b1" * 6, 8, GUILD, None, "dogs", JobSpec()))
+    async with Store.open(target, runner="shards 0-1") as a:
+        assert [d.id for d in await a.unfinished_dreams()] == ["a1" * 6]
+        assert await a.fail_unfinished() == 1
+        assert (await a.dream("b1" * 6)).status == "queued"  # type: ignore[union-attr]
+        assert (await a.dream("a1" * 6)).status == "failed"  # type: ignore[union-attr]
+
+
+async def test_a_burst_from_one_member_holds_the_cooldown_and_the_quota(target: str) -> None:
+    async with Store.open(target) as store:
         outcomes = await _burst([store], [_asked(i) for i in range(5)], Limits(cooldown_s=10))
         assert sorted(outcomes) == ["cooldown"] * 4 + ["ok"], outcomes
 
@@ -179,11 +279,9 @@ async def test_a_burst_from_one_member_holds_the_cooldown_and_the_quota(tmp_path
         assert sorted(outcomes) == ["ok"] * 2 + ["quota"] * 4, outcomes
 
 
-async def test_a_failed_or_cancelled_dream_gives_back_its_cooldown_and_quota(
-    tmp_path: Path,
-) -> None:
+async def test_a_failed_or_cancelled_dream_gives_back_its_cooldown_and_quota(target: str) -> None:
     limits = Limits(cooldown_s=60, daily_quota=1)
-    async with Store.open(tmp_path / "bot.sqlite3") as store:
+    async with Store.open(target) as store:
         await store.reserve_dream(_asked(1), limits)
         with pytest.raises(LimitReached) as refused:
             await store.reserve_dream(_asked(2), limits)
