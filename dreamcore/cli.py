@@ -94,7 +94,7 @@ def _fail(message: str) -> None:
 
 
 def _dream(args: argparse.Namespace) -> int:
-    from .images import decode_image, encode_image, with_alpha
+    from .images import decode_image, encode_image
     from .runner import dream_decoded
 
     overrides = DreamOverrides(
@@ -117,12 +117,8 @@ def _dream(args: argparse.Namespace) -> int:
     with _progress_bar(enabled=not args.quiet and sys.stderr.isatty()) as progress:
         out, preset, seed = dream_decoded(decoded, spec, device=args.device, progress=progress)
     fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(output.suffix.lower(), "png")
-    if fmt == "png":
-        data, _ = encode_image(out, decoded.alpha, budget=2**40)
-        output.write_bytes(data)
-    else:
-        img = out if decoded.alpha is None or fmt == "jpeg" else with_alpha(out, decoded.alpha)
-        img.save(output, format=fmt.upper(), quality=92)
+    data, _ = encode_image(out, decoded.alpha, budget=2**40, format=fmt)
+    output.write_bytes(data)
     guided = f", guided by {args.guide.name}" if args.guide else ""
     print(f"{output}  (preset {spec.preset}{guided}, model {preset.model}, seed {seed})")
     return 0

@@ -14,10 +14,12 @@ __all__ = [
     "DreamCancelled",
     "DreamError",
     "ImageError",
+    "ImageMetadataError",
     "ImageTooLargeError",
     "InvalidParameterError",
     "JobCancelledError",
     "JobTimeoutError",
+    "OutputFormatError",
     "OwnerLimitError",
     "PoolBusyError",
     "PoolClosedError",
@@ -54,8 +56,16 @@ class ImageTooLargeError(ImageError):
     """Too many pixels (or a decompression bomb); refused before the pixels are decoded."""
 
 
+class ImageMetadataError(ImageError):
+    """Pixels we could read, buried under more metadata (text, colour profile) than we accept."""
+
+
 class InvalidParameterError(DreamError, ValueError):
     """A dream parameter outside its valid range."""
+
+
+class OutputFormatError(InvalidParameterError):
+    """The result cannot be written in the format asked for (e.g. wider than WebP allows)."""
 
 
 class UnknownPresetError(InvalidParameterError):

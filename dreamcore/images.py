@@ -2,8 +2,10 @@
 
 Chat users send anything, so the bytes decide what a file is (never its name or MIME type), the
 pixel count is checked from the header before any pixel is decoded, and every failure becomes a
-typed `ImageError` whose message a chat user can read. Only the first frame of an animation is
-dreamed. Alpha travels beside the RGB picture, because the networks only see three channels.
+typed `ImageError` whose message a chat user can read. One frame of an animation is dreamed: the
+first that shows something. Alpha travels beside the RGB picture, because the networks only see
+three channels; an alpha that hides everything is dropped, so no result is ever invisible. Every
+encode (pool and CLI) goes through `encode_image`, which knows each format's limits.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from PIL import Image, ImageFile, ImageOps
 from .errors import (
     CorruptImageError,
     ImageError,
+    ImageMetadataError,
     ImageTooLargeError,
     InvalidParameterError,
+    OutputFormatError,
     UnsupportedImageError,
 )
 from .jobs import DEFAULT_OUTPUT_BUDGET
@@ -56,7 +60,11 @@ _MIN_BUDGET = 1024
 _LOSSY_QUALITIES = (92, 85, 75, 60)
 _DOWNSCALE_STEP = 0.8
 # Hard limits of the encoders: a larger side fails inside libjpeg / libwebp.
-_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1}
+_FORMAT_SHOWN = {"JPEG": "JPEG", "WEBP": "WebP", "PNG": "PNG"}
+# An alpha whose most opaque pixel is below this (of 255) shows nothing: it is treated as absent.
+_VISIBLE_ALPHA = 16
+_FRAMES_SEARCHED = 32  # frames of an animation looked through for one that shows something
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
             with _open(data, max_pixels) as image:
                 fmt = image.format or "unknown"
                 _load(image, fmt)
+                _seek_visible_frame(image, fmt)
                 upright = _apply_orientation(image)
             rgb, alpha = _split_alpha(upright)
         finally:
@@ -103,8 +112,8 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         raise _bomb_error() from exc
     except ValueError as exc:
         # PNG text and ICC chunks are inflated during open, under a size cap.
-        if "too large" in str(exc).lower():
-            raise _bomb_error() from exc
+        if _is_metadata_flood(exc):
+            raise _metadata_error() from exc
         raise _unreadable_error(data) from exc
     except _DECODE_ERRORS as exc:  # UnidentifiedImageError included
         raise _unreadable_error(data) from exc
@@ -126,7 +135,38 @@ def _load(image: ImageFile.ImageFile, fmt: str) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb_error() from exc
     except _DECODE_ERRORS as exc:
+        if _is_metadata_flood(exc):
+            raise _metadata_error() from exc
         raise _corrupt_error(fmt) from exc
+
+
+def _seek_visible_frame(image: ImageFile.ImageFile, fmt: str) -> None:
+    """Leave an animation on its first frame that shows something (the composited frame)."""
+    frames = getattr(image, "n_frames", 1)
+    if frames <= 1 or not _hides_everything(image):
+        return
+    for index in range(1, min(frames, _FRAMES_SEARCHED)):
+        try:
+            image.seek(index)
+        except _DECODE_ERRORS as exc:
+            raise _corrupt_error(fmt) from exc
+        _load(image, fmt)
+        if not _hides_everything(image):
+            return
+    logger.info("No frame of a %d-frame %s shows anything; dreaming its first", frames, fmt)
+    image.seek(0)
+    _load(image, fmt)
+
+
+def _hides_everything(image: Image.Image) -> bool:
+    """Whether the image's alpha (or transparent colour) leaves no pixel visible."""
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return False
+    try:
+        alpha = image.convert("RGBA").getchannel("A")
+    except ValueError:
+        return False
+    return alpha.getextrema()[1] < _VISIBLE_ALPHA
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
@@ -167,8 +207,13 @@ def _split_sixteen_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | N
 
 
 def _real_alpha(alpha: Image.Image) -> Image.Image | None:
-    """Drop an alpha channel that hides nothing, so the output can be a plain JPEG."""
-    return None if alpha.getextrema() == (255, 255) else alpha
+    """Drop an alpha that hides nothing (the output can be a plain JPEG), and one that hides
+    everything (a dream nobody could see): the picture under it is what gets dreamed."""
+    low, high = alpha.getextrema()
+    if high < _VISIBLE_ALPHA:
+        logger.info("The image's alpha hides every pixel; dreaming the colours under it")
+        return None
+    return None if low == 255 else alpha
 
 
 def _claimed_format(data: bytes) -> str | None:
@@ -204,6 +249,18 @@ def _corrupt_error(fmt: str) -> CorruptImageError:
     return CorruptImageError(f"That {name} image is damaged or cut short; please send it again.")
 
 
+def _is_metadata_flood(exc: BaseException) -> bool:
+    """Pillow's PNG reader refusing text or ICC chunks past its caps (MAX_TEXT_CHUNK/MEMORY)."""
+    return isinstance(exc, ValueError) and "MAX_TEXT_" in str(exc)
+
+
+def _metadata_error() -> ImageMetadataError:
+    return ImageMetadataError(
+        "That image carries too much metadata (text or a colour profile) for me to open; "
+        "please save or export it again without metadata."
+    )
+
+
 def _bomb_error() -> ImageTooLargeError:
     return ImageTooLargeError(
         "That image claims far more pixels than its size allows, so I will not open it; "
@@ -216,17 +273,22 @@ def encode_image(
     alpha: Image.Image | None = None,
     *,
     budget: int = DEFAULT_OUTPUT_BUDGET,
+    format: str | None = None,  # Pillow's own name for it
 ) -> tuple[bytes, str]:
-    """Encode for upload: lossless PNG when it fits, else lossy, shrinking only as a last resort.
+    """Encode a result: the one path every writer (pool and CLI) takes, so limits are checked once.
 
-    Returns the bytes and their format ("png", "jpeg" or "webp"); the bytes never exceed `budget`.
-    WebP replaces JPEG when there is alpha, since JPEG would lose the transparency.
+    Without `format`: lossless PNG when it fits `budget`, else lossy (WebP when there is alpha,
+    since JPEG would lose it), shrinking only as a last resort; the bytes never exceed `budget`.
+    With `format` ("png", "jpeg", "webp"): exactly that format at its best quality, or an
+    `OutputFormatError` saying why it cannot hold this picture. Returns the bytes and the format.
     """
     if budget < _MIN_BUDGET:
         raise InvalidParameterError(
             f"An output budget of {budget} bytes is too small; it must be at least 1 KiB."
         )
     image = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
+    if format is not None:
+        return _encode_as(image, alpha, format.upper())
     if alpha is not None:
         image = with_alpha(image, alpha)
 
@@ -253,6 +315,23 @@ def encode_image(
         image = resize_image(image, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
+def _encode_as(image: Image.Image, alpha: Image.Image | None, fmt: str) -> tuple[bytes, str]:
+    """`image` in the one format asked for; JPEG has no alpha, so it is left out there."""
+    if fmt not in _MAX_SIDE:
+        raise OutputFormatError(f"I can write PNG, JPEG or WebP, not {fmt.lower()}.")
+    side = max(image.size)
+    if side > _MAX_SIDE[fmt]:
+        width, height = image.size
+        raise OutputFormatError(
+            f"A {_FORMAT_SHOWN[fmt]} image can be at most {_MAX_SIDE[fmt]} pixels on a side, "
+            f"and this dream is {width}x{height}; write it as PNG instead."
+        )
+    if alpha is not None and fmt != "JPEG":
+        image = with_alpha(image, alpha)
+    params = {} if fmt == "PNG" else {"quality": _LOSSY_QUALITIES[0]}
+    return _save(image, fmt, **params), fmt.lower()
+
+
 def with_alpha(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
     """An RGBA copy of `rgb` with `alpha` as its mask (resized if the picture was)."""
     alpha = alpha.convert("L")
@@ -276,7 +355,14 @@ def _save(image: Image.Image, fmt: str, **params: int | bool) -> bytes:
     if fmt == "JPEG":
         params["optimize"] = True
     buffer = BytesIO()
-    image.save(buffer, format=fmt, **params)
+    try:
+        image.save(buffer, format=fmt, **params)
+    except (OSError, ValueError) as exc:  # an encoder's own limit we did not know of
+        width, height = image.size
+        raise OutputFormatError(
+            f"The {_FORMAT_SHOWN.get(fmt, fmt)} encoder could not write this {width}x{height} "
+            f"dream ({exc}); try PNG."
+        ) from exc
     return buffer.getvalue()
 
 

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from photos import ASSETS
 from PIL import Image
+
+from dreamcore.cli import main
 
 
 def dreamcore(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,3 +80,21 @@ def test_bench_prints_one_json_object_per_size() -> None:
     for r in rows:
         assert r["ratio"] == r["step_s"] / r["floor_s"]
         assert r["floor_s"] > 0 and r["dream_s"] > 0 and r["peak_mem_mb"] > 0
+
+
+def test_an_output_format_that_cannot_hold_the_dream_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a WebP traceback at 20000x64, 'broken data stream' for a 70000x8 JPEG.
+
+    In-process (the same `main` the command runs), to spare two interpreter starts.
+    """
+    for size, suffix in (((20_000, 64), ".webp"), ((70_000, 8), ".jpg")):
+        photo = tmp_path / f"strip{size[0]}.png"
+        Image.new("RGB", size, (120, 140, 160)).save(photo)
+        out = tmp_path / f"out{suffix}"
+        args = ["dream", str(photo), "-o", str(out), "--max-size", "64", "--octaves", "1"]
+        assert main([*args, "--steps", "1", "-q"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "as PNG instead" in lines[0], lines
+        assert not out.exists()

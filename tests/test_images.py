@@ -21,8 +21,10 @@ from PIL import Image, ImageFile
 from dreamcore.errors import (
     CorruptImageError,
     ImageError,
+    ImageMetadataError,
     ImageTooLargeError,
     InvalidParameterError,
+    OutputFormatError,
     UnsupportedImageError,
 )
 from dreamcore.images import (
@@ -73,6 +75,14 @@ def bilevel_png(width: int, height: int, text: bytes | None = None) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
+def photo_png_with(chunks: list[bytes]) -> bytes:
+    """A 320x240 PNG of the cat with extra chunks before its pixels."""
+    with Image.open(ASSETS / "chelsea.png") as image:
+        data = encoded(image.convert("RGB").resize((320, 240)), "PNG")
+    at = data.index(b"IDAT") - 4
+    return data[:at] + b"".join(chunks) + data[at:]
+
+
 def half_of(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
@@ -108,7 +118,17 @@ BAD_INPUTS: dict[str, tuple[Callable[[], bytes], type[ImageError]]] = {
     ),
     "a PNG whose text chunk inflates to 8 MB": (
         lambda: bilevel_png(8, 8, text=bytes(8 * 1024 * 1024)),
-        ImageTooLargeError,
+        ImageMetadataError,
+    ),
+    "a 320x240 PNG with a 50 MB colour profile": (
+        lambda: photo_png_with([png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(50 << 20)))]),
+        ImageMetadataError,
+    ),
+    "a 320x240 PNG with 70 text chunks of 1 MB": (
+        lambda: photo_png_with(
+            [png_chunk(b"tEXt", b"k%d\0" % i + b"a" * (1 << 20)) for i in range(70)]
+        ),
+        ImageMetadataError,
     ),
 }
 
@@ -289,6 +309,38 @@ def test_opaque_modes_decode_to_rgb_without_alpha(mode: str, fmt: str) -> None:
     assert decoded.format == fmt
 
 
+def test_metadata_floods_are_named_as_such_not_as_bombs_or_damage() -> None:
+    for name in ("a 320x240 PNG with a 50 MB colour profile", "a 320x240 PNG with 70 text chunks"):
+        build, _ = next(v for k, v in BAD_INPUTS.items() if k.startswith(name))
+        with pytest.raises(ImageMetadataError, match="too much metadata"):
+            decode_image(build())
+
+
+def test_an_alpha_that_hides_everything_is_dropped_and_the_colours_under_it_dreamed() -> None:
+    cat = Image.open(ASSETS / "chelsea.png").convert("RGB").resize((64, 48))
+    hidden = cat.copy()
+    hidden.putalpha(0)
+    decoded = decode_image(encoded(hidden, "PNG"))
+    assert decoded.alpha is None
+    assert np.array_equal(np.asarray(decoded.rgb), np.asarray(cat))
+    faint = cat.copy()
+    faint.putalpha(Image.new("L", cat.size, 0).point(lambda _: 10))  # at most 4% opaque
+    assert decode_image(encoded(faint, "PNG")).alpha is None
+
+
+def test_an_animation_whose_first_frame_is_empty_gives_the_first_frame_with_something() -> None:
+    empty = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    red = Image.new("RGBA", (32, 32), (255, 0, 0, 255))
+    blue = Image.new("RGBA", (32, 32), (0, 0, 255, 255))
+    for fmt, params in (("GIF", {"disposal": 2}), ("PNG", {}), ("WEBP", {"lossless": True})):
+        data = encoded(empty, fmt, save_all=True, append_images=[red, blue], duration=50, **params)
+        with Image.open(BytesIO(data)) as animation:
+            assert animation.n_frames == 3, fmt
+        decoded = decode_image(data)
+        assert decoded.alpha is None, fmt
+        assert decoded.rgb.getpixel((16, 16)) == (255, 0, 0), fmt
+
+
 def test_animated_gif_gives_its_first_frame() -> None:
     frames = [Image.new("RGB", (32, 32), colour) for colour in ("red", "lime", "blue")]
     data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
@@ -366,7 +418,7 @@ def test_alpha_round_trips_through_png() -> None:
 
 def test_alpha_of_another_size_is_fitted_to_the_picture() -> None:
     rgb = Image.new("RGB", (32, 16), "white")
-    alpha = Image.new("L", (16, 8), 0)
+    alpha = Image.new("L", (16, 8), 100)
     data, _ = encode_image(rgb, alpha)
     again = decode_image(data)
     assert again.size == (32, 16)
@@ -426,3 +478,24 @@ def test_resize_image_gives_the_requested_size_and_refuses_empty_sizes() -> None
     assert resize_image(rgb, (20, 15)).size == (20, 15)
     with pytest.raises(ValueError):
         resize_image(rgb, (0, 15))
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt", "limit"), [((20_000, 64), "webp", "16383"), ((70_000, 8), "jpeg", "65500")]
+)
+def test_a_format_asked_for_that_cannot_hold_the_picture_is_one_clear_error(
+    size: tuple[int, int], fmt: str, limit: str
+) -> None:
+    with pytest.raises(OutputFormatError, match=rf"at most {limit} pixels.*as PNG instead\."):
+        encode_image(Image.new("RGB", size, "grey"), format=fmt)
+    data, got = encode_image(Image.new("RGB", size, "grey"), format="png")
+    assert got == "png" and Image.open(BytesIO(data)).size == size
+
+
+def test_a_format_asked_for_is_written_as_that_format_with_alpha_where_it_can() -> None:
+    rgb = Image.new("RGB", (40, 30), (10, 200, 30))
+    alpha = Image.new("L", (40, 30), 128)
+    for fmt, mode in (("png", "RGBA"), ("webp", "RGBA"), ("jpeg", "RGB")):
+        data, got = encode_image(rgb, alpha, format=fmt)
+        with Image.open(BytesIO(data)) as image:
+            assert (got, image.format, image.mode) == (fmt, fmt.upper(), mode)
