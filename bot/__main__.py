@@ -43,6 +43,7 @@ def pool_config(settings: Settings) -> PoolConfig:
         max_per_owner=settings.max_jobs_per_user,
         job_timeout_s=settings.job_timeout_s,
         start_timeout_s=settings.pool_start_timeout_s,
+        ray_address=settings.ray_address,
     )
 
 

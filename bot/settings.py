@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(32, ge=1, le=10_000, description="dreams waiting in the whole bot")
     job_timeout_s: float = Field(300.0, gt=0)
     pool_start_timeout_s: float = Field(300.0, gt=0)
+    ray_address: str | None = Field(
+        None,
+        description="run the dream workers as Ray actors: 'auto' (the cluster this host is in) "
+        "or ray://head:10001; unset: local worker processes",
+    )
 
     # --- limits ------------------------------------------------------------------------------
     max_jobs_per_user: int = Field(3, ge=1, le=100, description="one running + N-1 queued")

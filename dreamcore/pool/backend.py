@@ -82,6 +82,9 @@ class WorkerHandle(ABC):
 class Backend(ABC):
     """Starts workers for the slots it plans, and cleans up after them."""
 
+    async def open(self) -> None:  # noqa: B027 (a hook: most backends need nothing here)
+        """Connect to whatever runs the workers, before `slots` (raise PoolStartError if not)."""
+
     @abstractmethod
     def slots(self) -> list[str]:
         """The device of each worker slot (its length is the number of workers)."""

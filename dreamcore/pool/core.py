@@ -4,7 +4,7 @@ The caller submits image bytes and a `JobSpec`, gets a `Job` back at once, and a
 result or iterates its events while the event loop keeps serving chat. This module holds
 everything that does not depend on where workers run: the queue, the limits, the events,
 cancellation and time limits, crash handling and statistics. A `Backend` (see `backend`) runs
-the workers: `local` runs them as processes on this machine.
+the workers: `local` runs them as processes on this machine, `ray` as actors on a Ray cluster.
 All pool state lives on the loop's thread; backends report there.
 
 How it works, and the choices the issue left open:
@@ -109,6 +109,7 @@ class PoolConfig:
     job_timeout_s: float = 300.0
     start_timeout_s: float = 300.0
     cancel_grace_s: float = 30.0  # a cancelled worker that has not stopped by then is killed
+    ray_address: str | None = None  # None: local processes; else the Ray cluster ("auto", ...)
 
     def __post_init__(self) -> None:
         if self.workers_per_device < 1 or (self.cpu_workers is not None and self.cpu_workers < 1):
@@ -321,12 +322,17 @@ class _Events:
 class DreamPool:
     """Workers with warm models, a bounded queue, and an async API for the bot.
 
-    `backend` runs the workers; None runs them as local processes (`LocalBackend`).
+    `backend` runs the workers; None picks one from the config: Ray actors when
+    `config.ray_address` is set, else local processes.
     """
 
     def __init__(self, config: PoolConfig = PoolConfig(), backend: Backend | None = None) -> None:
         self.config = config
-        if backend is None:
+        if backend is None and config.ray_address:
+            from .ray import RayBackend  # only now: the local default never imports ray
+
+            backend = RayBackend(config)
+        elif backend is None:
             from .local import LocalBackend
 
             backend = LocalBackend(config)
@@ -370,6 +376,7 @@ class DreamPool:
         self._loop = asyncio.get_running_loop()
         began = time.monotonic()
         try:
+            await self.backend.open()
             self._slots = self.backend.slots()
             self._workers = [None] * len(self._slots)
             self._start_failures = [0] * len(self._slots)

@@ -1,0 +1,271 @@
+"""The Ray backend: each worker is a Ray actor, placed by Ray on any node of a cluster.
+
+Selected with `PoolConfig.ray_address` (the bot's `DREAMBOT_RAY_ADDRESS`: "auto" for the cluster
+this machine belongs to, or "ray://head:10001"); only then is `ray` imported (`pip install -e
+".[ray]"`). The core is the same as for local processes, so queueing, limits, events, time
+limits, crash handling and statistics behave the same; only how a worker runs differs:
+
+- One actor per GPU of the cluster (`num_gpus=1 / workers_per_device`), or `cpu_workers` CPU
+  actors (`num_cpus=torch_threads`) when the cluster has no GPU. Each loads its models once.
+- Image bytes go into Ray's object store (`ray.put`); the pool then drops its copy, and the
+  result comes back as one object too.
+- A job is a streaming generator call: "started", progress (throttled like local workers) and
+  the result are yielded as they happen and reach the caller's event loop as they are made.
+- Cancel is a second call on the actor (it runs several calls at once, in threads), which sets
+  the number the engine's `should_cancel` checks between two steps.
+- Death: each actor also holds one call that only returns when the actor stops. When the actor
+  dies (its process killed, its node lost), that call fails at once, and the core fails the
+  running job with `WorkerCrashedError` and starts a replacement actor. Ray's own actor restarts
+  are off, so one place decides (the core, with its back-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from ..errors import DreamError, PoolStartError
+from ..jobs import JobSpec, Progress
+from ._worker import PROGRESS_INTERVAL_S, portable_error
+from .backend import Backend, WorkerEvents, WorkerHandle
+from .core import PoolConfig
+
+__all__ = ["DreamActor", "RayBackend"]
+
+log = logging.getLogger(__name__)
+
+_CALLS_AT_ONCE = 3  # a job, a cancel, and the call that waits for the actor's end
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class DreamActor:
+    """One dream worker on a Ray node: models loaded once, one job at a time."""
+
+    def __init__(self, device: str, models: Sequence[str], threads: int) -> None:
+        self._device = device
+        self._models = tuple(models)
+        self._threads = threads
+        self._cancel = 0
+        self._stopped = threading.Event()
+
+    def load(self) -> tuple[str, Any, Any]:
+        """("ready", pid, device) or ("start_failed", DreamError, traceback)."""
+        try:
+            import torch
+
+            torch.set_num_threads(self._threads)
+            with contextlib.suppress(RuntimeError):
+                torch.set_num_interop_threads(1)
+            from ..runner import warm_up
+
+            if self._device == "cuda":
+                self._device = "cuda:0"  # Ray shows the actor only its own GPU
+            warm_up(self._models, self._device)
+        except Exception as exc:
+            return ("start_failed", *portable_error(exc))
+        return ("ready", os.getpid(), self._device)
+
+    def run(self, seq: int, image: bytes, spec: JobSpec) -> Iterator[tuple[Any, ...]]:
+        """Stream ("started",), ("progress", p) ..., then ("finished", r) or ("failed", e, tb)."""
+        from ..runner import run_job
+
+        messages: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        last = 0.0
+
+        def progress(p: Progress) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
+                last = now
+                messages.put(("progress", p))
+
+        def work() -> None:
+            try:
+                result = run_job(
+                    image,
+                    spec,
+                    device=self._device,
+                    progress=progress,
+                    should_cancel=lambda: self._cancel == seq,
+                )
+                messages.put(("finished", result))
+            except Exception as exc:
+                messages.put(("failed", *portable_error(exc)))
+
+        yield ("started",)
+        thread = threading.Thread(target=work, name=f"dream-{seq}", daemon=True)
+        thread.start()
+        while True:
+            message = messages.get()
+            yield message
+            if message[0] != "progress":
+                break
+        thread.join()
+
+    def cancel(self, seq: int) -> None:
+        self._cancel = seq
+
+    def wait_until_stopped(self) -> None:
+        """Returns when the actor is told to stop; fails at once if the actor dies."""
+        self._stopped.wait()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class RayWorker(WorkerHandle):
+    """The pool's handle on one actor: the calls in flight and how it ended."""
+
+    def __init__(self, slot: int, device: str, actor: Any, events: WorkerEvents) -> None:
+        self.slot = slot
+        self.device = device
+        self.actor = actor
+        self.events = events
+        self.killed = False  # by the pool, on purpose
+        self.stopping = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.done = asyncio.Event()
+
+    def _task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def run(self, seq: int, image: bytes, spec: JobSpec) -> None:
+        # Into the object store now: the pool drops its own copy as soon as this returns.
+        self._task(self._run(seq, ray.put(image), spec))
+
+    async def _run(self, seq: int, image: Any, spec: JobSpec) -> None:
+        try:
+            stream = self.actor.run.options(num_returns="streaming").remote(seq, image, spec)
+            async for ref in stream:
+                message = await ref
+                kind = message[0]
+                if kind == "started":
+                    self.events.started(seq)
+                elif kind == "progress":
+                    self.events.progress(seq, message[1])
+                elif kind == "finished":
+                    self.events.finished(seq, message[1])
+                else:
+                    self.events.failed(seq, message[1], message[2])
+        except RayActorError:
+            pass  # the actor died: `_watch` reports it, and the core fails the job
+        except Exception as exc:  # the reply could not be read: the job cannot be trusted
+            log.exception("dream actor %d: unreadable reply", self.slot)
+            self.events.failed(seq, DreamError(f"the dream actor's reply was lost: {exc}"), None)
+
+    def cancel(self, seq: int) -> None:
+        self.actor.cancel.remote(seq)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.actor.stop.remote()
+
+    def kill(self) -> None:
+        if not self.done.is_set():
+            self.killed = True
+            with contextlib.suppress(Exception):
+                ray.kill(self.actor, no_restart=True)
+
+    async def watch(self) -> None:
+        """Load the models, report it, then wait for the actor's end and report that."""
+        how = "the actor stopped"
+        try:
+            message = await self.actor.load.remote()
+            if message[0] == "ready":
+                self.pid, self.device = message[1], message[2]
+                self.events.ready(message[1])
+            else:
+                self.events.start_failed(message[1], message[2])
+                self.kill()
+            await self.actor.wait_until_stopped.remote()
+        except RayActorError as exc:
+            how = "killed from the pool" if self.killed else f"the Ray actor died ({_first(exc)})"
+        except Exception as exc:
+            how = f"lost contact with the Ray actor ({_first(exc)})"
+        finally:
+            if not self.killed:
+                with contextlib.suppress(Exception):
+                    ray.kill(self.actor, no_restart=True)
+            self.done.set()
+        self.events.exited(how)
+
+
+class RayBackend(Backend):
+    """Dream actors on the Ray cluster at `config.ray_address` (connected at `open`)."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+        self._plan: list[tuple[str, float, float]] = []  # (device, cpus, gpus) per actor
+        self._workers: list[RayWorker] = []
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._connect)
+        except Exception as exc:
+            raise PoolStartError(
+                f"cannot reach the Ray cluster at {self.config.ray_address!r}: {_first(exc)}"
+            ) from None
+        self._plan = self._make_plan(ray.cluster_resources())
+
+    def _connect(self) -> None:
+        if not ray.is_initialized():
+            ray.init(
+                address=self.config.ray_address,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+
+    def _make_plan(self, resources: dict[str, float]) -> list[tuple[str, float, float]]:
+        threads = float(self.config.torch_threads or 1)
+        gpus = int(resources.get("GPU", 0))
+        if gpus and self.config.devices != ("cpu",):
+            per = self.config.workers_per_device
+            return [("cuda", threads, 1.0 / per)] * (gpus * per)
+        return [("cpu", threads, 0.0)] * (self.config.cpu_workers or 1)
+
+    def slots(self) -> list[str]:
+        return [device for device, _, _ in self._plan]
+
+    def describe(self) -> str:
+        return f"Ray actors at {self.config.ray_address!r}: " + ", ".join(
+            f"{d} ({c:g} cpu, {g:g} gpu)" for d, c, g in self._plan
+        )
+
+    def spawn(self, slot: int, events: WorkerEvents) -> RayWorker:
+        device, cpus, gpus = self._plan[slot]
+        actor = DreamActor.options(
+            num_cpus=cpus, num_gpus=gpus, max_concurrency=_CALLS_AT_ONCE
+        ).remote(device, self.config.models, int(cpus))
+        w = RayWorker(slot, device, actor, events)
+        w._task(w.watch())
+        self._workers.append(w)
+        return w
+
+    async def join(self, workers: list[WorkerHandle]) -> None:
+        mine = [w for w in workers if isinstance(w, RayWorker)]
+        for w in mine:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(w.done.wait(), 10.0)
+            for task in list(w.tasks):
+                task.cancel()
+        self._workers = [w for w in self._workers if w not in mine]
+
+
+def _first(exc: BaseException) -> str:
+    """The first line of an error, short: Ray's own messages run to pages."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
