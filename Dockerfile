@@ -4,8 +4,11 @@
 # (compose.yaml reserves it) and on the CPU otherwise.
 
 ARG PYTHON_VERSION=3.11
+# "bot,ray" for the Ray head, workers and bots of `docker compose --profile scale`.
+ARG EXTRAS=bot
 
 FROM python:${PYTHON_VERSION}-slim AS build
+ARG EXTRAS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -13,11 +16,11 @@ WORKDIR /src
 # Dependencies first, so code changes do not reinstall torch.
 COPY pyproject.toml README.md ./
 RUN mkdir -p dreamcore bot && touch dreamcore/__init__.py bot/__init__.py \
- && pip install ".[bot]" \
+ && pip install ".[${EXTRAS}]" \
  && pip uninstall -y dreamcore
 COPY dreamcore ./dreamcore
 COPY bot ./bot
-RUN pip install --no-deps ".[bot]"
+RUN pip install --no-deps ".[${EXTRAS}]"
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PATH=/opt/venv/bin:$PATH \

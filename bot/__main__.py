@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from dreamcore.errors import PoolStartError
 from dreamcore.pool import DreamPool, PoolConfig
 
-from .client import DreamBot
+from .client import DreamBot, make_bot
 from .health import HealthServer
 from .settings import Settings
 from .store import Store
@@ -63,14 +63,14 @@ def describe_settings_error(exc: ValidationError) -> str:
 async def run(settings: Settings, *, sync: bool = False) -> None:
     """Open everything, connect, and close it all in reverse order on the way out."""
     async with (
-        Store.open(settings.database_target()) as store,
+        Store.open(settings.database_target(), runner=settings.runner) as store,
         aiohttp.ClientSession() as session,
         DreamPool(pool_config(settings)) as pool,
     ):
         message_content = settings.message_content
         while True:
-            bot = DreamBot(
-                settings=settings,
+            bot = make_bot(
+                settings,
                 store=store,
                 pool=pool,
                 session=session,

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from dreamcore.pool import DreamPool
 
-__all__ = ["DreamBot", "DreamTree", "sync_app_commands"]
+__all__ = ["DreamBot", "DreamTree", "ShardedDreamBot", "make_bot", "sync_app_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,30 @@ class DreamBot(commands.Bot):
                 await self._janitor
         await self.dreams.close()
         await super().close()
+
+
+class ShardedDreamBot(DreamBot, commands.AutoShardedBot):
+    """The same bot on several gateway shards (discord.py's AutoShardedBot).
+
+    Discord requires sharding past 2,500 servers. Each process holds `shard_ids` of
+    `shard_count` shards; processes share the database and the dream workers (PostgreSQL, Ray),
+    so limits and queues hold across them.
+    """
+
+    def __repr__(self) -> str:
+        return f"<ShardedDreamBot shards={self.shard_ids} of {self.shard_count}>"
+
+
+def make_bot(settings: Settings, **options: Any) -> DreamBot:
+    """A sharded bot when `DREAMBOT_SHARD_COUNT` is set, else a plain one on one connection."""
+    if settings.shard_count is None:
+        return DreamBot(settings=settings, **options)
+    return ShardedDreamBot(
+        settings=settings,
+        shard_count=settings.shard_count,
+        shard_ids=sorted(settings.shard_ids) or None,
+        **options,
+    )
 
 
 async def sync_app_commands(bot: DreamBot) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import discord
 from aiohttp import web
 
 if TYPE_CHECKING:
@@ -16,7 +17,11 @@ __all__ = ["HealthServer", "health"]
 
 
 def health(bot: DreamBot, pool: DreamPool) -> tuple[bool, dict[str, Any]]:
-    """(healthy, details): what Docker's HEALTHCHECK (and a person with curl) reads."""
+    """(healthy, details): what Docker's HEALTHCHECK (and a person with curl) reads.
+
+    A sharded bot reports each of its shards, and is healthy only while every one of them is
+    connected with a finite latency.
+    """
     latency = bot.latency
     gateway = bot.is_ready() and not bot.is_closed()
     details: dict[str, Any] = {
@@ -25,7 +30,25 @@ def health(bot: DreamBot, pool: DreamPool) -> tuple[bool, dict[str, Any]]:
         "pool": pool.ready,
         "workers": pool.stats().workers,
     }
-    return gateway and math.isfinite(latency) and pool.ready, details
+    shards_ok = True
+    if isinstance(bot, discord.AutoShardedClient):
+        details["shards"] = shards = _shards(bot)
+        shards_ok = all(s["connected"] and s["latency_s"] is not None for s in shards.values())
+    return gateway and math.isfinite(latency) and pool.ready and shards_ok, details
+
+
+def _shards(bot: discord.AutoShardedClient) -> dict[str, dict[str, Any]]:
+    """Every shard this process should hold, connected or not."""
+    expected = bot.shard_ids or range(bot.shard_count or 0)
+    report: dict[str, dict[str, Any]] = {}
+    for shard_id in expected:
+        info = bot.get_shard(shard_id)
+        latency = info.latency if info is not None else math.inf
+        report[str(shard_id)] = {
+            "connected": info is not None and not info.is_closed(),
+            "latency_s": latency if math.isfinite(latency) else None,
+        }
+    return report
 
 
 class HealthServer:

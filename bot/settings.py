@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -90,6 +90,15 @@ class Settings(BaseSettings):
         "or ray://head:10001; unset: local worker processes",
     )
 
+    # --- several bot processes (README "Running at scale") ---------------------------------
+    shard_count: int | None = Field(
+        None, ge=1, le=100_000, description="shards of all bot processes together; unset: one"
+    )
+    shard_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="the shards this process holds, e.g. 0,1 (needs shard_count); empty: all",
+    )
+
     # --- limits ------------------------------------------------------------------------------
     max_jobs_per_user: int = Field(3, ge=1, le=100, description="one running + N-1 queued")
     max_jobs_per_guild: int = Field(10, ge=1, le=10_000)
@@ -123,7 +132,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @field_validator(
-        "sync_guilds", "owner_ids", "devices", "models", "cdn_hosts", "cdn_schemes", mode="before"
+        "sync_guilds",
+        "owner_ids",
+        "devices",
+        "models",
+        "cdn_hosts",
+        "cdn_schemes",
+        "shard_ids",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: object) -> object:
@@ -158,6 +174,24 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a postgresql:// URL (unset: the SQLite file)")
         return value
+
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("DREAMBOT_SHARD_IDS needs DREAMBOT_SHARD_COUNT")
+        if self.shard_count is not None:
+            if len(set(self.shard_ids)) != len(self.shard_ids):
+                raise ValueError("DREAMBOT_SHARD_IDS names a shard twice")
+            if any(not 0 <= i < self.shard_count for i in self.shard_ids):
+                raise ValueError(f"shard ids go from 0 to {self.shard_count - 1}")
+        return self
+
+    @property
+    def runner(self) -> str:
+        """This process's name in a shared database: its shards ("" when it holds them all)."""
+        if self.shard_count is None or not self.shard_ids:
+            return ""
+        return f"shards {','.join(map(str, sorted(self.shard_ids)))} of {self.shard_count}"
 
     def database_target(self) -> Path | str:
         """What `Store.open` is given: the PostgreSQL URL if one is set, else the SQLite file."""

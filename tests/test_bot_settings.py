@@ -135,3 +135,20 @@ def test_a_database_url_selects_postgresql_and_its_password_stays_secret(
         Settings()
     text = describe_settings_error(info.value)
     assert "DREAMBOT_DATABASE_URL" in text and "hunter2" not in text
+
+
+def test_shard_settings_are_checked_and_name_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    assert Settings().shard_count is None and Settings().runner == ""
+    monkeypatch.setenv("DREAMBOT_SHARD_COUNT", "4")
+    monkeypatch.setenv("DREAMBOT_SHARD_IDS", "3,1")
+    assert Settings().runner == "shards 1,3 of 4"
+    for ids in ("4", "1,1"):
+        monkeypatch.setenv("DREAMBOT_SHARD_IDS", ids)
+        with pytest.raises(ValidationError):
+            Settings()
+    monkeypatch.delenv("DREAMBOT_SHARD_COUNT")
+    monkeypatch.setenv("DREAMBOT_SHARD_IDS", "0")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert "DREAMBOT_SHARD_COUNT" in describe_settings_error(info.value)

@@ -103,6 +103,16 @@ class _Session:
         default_factory=lambda: collections.deque(maxlen=2000)
     )
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    shard: tuple[int, int] | None = None  # (shard id, shard count) from IDENTIFY
+
+    def holds(self, guild_id: object) -> bool:
+        """Discord's routing: a guild's events go to shard (guild_id >> 22) % count; DMs to 0."""
+        if self.shard is None:
+            return True
+        shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return (int(str(guild_id)) >> 22) % count == shard_id
 
 
 Handler = Callable[[RecordedRequest], Awaitable[Any]]
@@ -146,6 +156,7 @@ class FakeDiscord(World):
         self.enabled_privileged_intents = enabled_privileged_intents
         self.echo_events = echo_events
         self.identify_count = 0
+        self.recommended_shards = 1  # what GET /gateway/bot advises
         self.resume_count = 0
         self.presence_updates: list[Any] = []
         self.gateway_connections: list[str] = []
@@ -287,6 +298,8 @@ class FakeDiscord(World):
         if not self._sessions:
             raise RuntimeError(f"cannot dispatch {event}: no gateway session (is the bot up?)")
         for session in list(self._sessions.values()):
+            if not session.holds(data.get("guild_id")):
+                continue
             view = self._view_for(session, event, data)
             if view is not None:
                 await self._send_dispatch(session, event, view)
@@ -823,7 +836,7 @@ class FakeDiscord(World):
     async def _h_gateway_bot(self, req: RecordedRequest) -> Any:
         return {
             "url": self.gateway_url,
-            "shards": 1,
+            "shards": self.recommended_shards,
             "session_start_limit": {
                 "total": 1000,
                 "remaining": 999,
@@ -1504,14 +1517,27 @@ class FakeDiscord(World):
         if intents & p.PRIVILEGED_INTENTS & ~self.enabled_privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        session = _Session(id=secrets.token_hex(16), intents=intents, conn=conn)
+        shard = data.get("shard")
+        if shard is not None and not (
+            isinstance(shard, list | tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]
+        ):
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session = _Session(
+            id=secrets.token_hex(16),
+            intents=intents,
+            conn=conn,
+            shard=(int(shard[0]), int(shard[1])) if shard is not None else None,
+        )
         conn.session = session
         self._sessions[session.id] = session
         self.identify_count += 1
         ready: dict[str, Any] = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": gid, "unavailable": True} for gid in self.guilds],
+            "guilds": [
+                {"id": gid, "unavailable": True} for gid in self.guilds if session.holds(gid)
+            ],
             "session_id": session.id,
             "resume_gateway_url": self.resume_gateway_url,
             "application": {"id": self.application_id, "flags": self.application_flags},
@@ -1528,6 +1554,8 @@ class FakeDiscord(World):
         await self._send_dispatch(session, "READY", ready)
         every_member = bool(intents & p.INTENT_GUILD_MEMBERS)
         for guild in self.guilds.values():
+            if not session.holds(guild.id):
+                continue
             members = None if every_member else [self.bot_user["id"]]
             await self._send_dispatch(session, "GUILD_CREATE", guild.payload(members=members))
         self._connected.set()
