@@ -42,6 +42,9 @@ def pool_config(settings: Settings) -> PoolConfig:
         max_queue=settings.max_queue,
         max_per_owner=settings.max_jobs_per_user,
         job_timeout_s=settings.job_timeout_s,
+        worker_memory_bytes=(
+            int(settings.worker_memory_gib * 2**30) if settings.worker_memory_gib else None
+        ),
         start_timeout_s=settings.pool_start_timeout_s,
         ray_address=settings.ray_address,
     )

@@ -36,9 +36,11 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "DecodedImage",
+    "add_detail",
     "cap_side",
     "decode_image",
     "encode_image",
+    "estimate_job_bytes",
     "resize_image",
     "to_image",
     "to_tensor",
@@ -51,6 +53,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 _FORMAT_NAMES = "JPEG, PNG, WebP, GIF or BMP"
+_STRIP_PIXELS = 2_000_000  # pixels per strip where a full-size picture is computed on
 # Errors Pillow's decoders raise on damaged data; anything else is a bug worth seeing.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -64,6 +67,7 @@ _MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1}
 _FORMAT_SHOWN = {"JPEG": "JPEG", "WEBP": "WebP", "PNG": "PNG"}
 # An alpha whose most opaque pixel is below this (of 255) shows nothing: it is treated as absent.
 _VISIBLE_ALPHA = 16
+_ORIENTATION = 0x0112  # the EXIF tag
 _FRAMES_SEARCHED = 32  # frames of an animation looked through for one that shows something
 
 
@@ -96,8 +100,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
                 fmt = image.format or "unknown"
                 _load(image, fmt)
                 _seek_visible_frame(image, fmt)
-                upright = _apply_orientation(image)
-            rgb, alpha = _split_alpha(upright)
+                rgb, alpha = _split_alpha(_apply_orientation(image))
+                if rgb is image:  # the pixels must outlive the file (and an animation's seeks)
+                    rgb = rgb.copy() if getattr(image, "is_animated", False) else rgb
         finally:
             for warning in caught:
                 logger.debug("Pillow warned while decoding: %s", warning.message)
@@ -172,10 +177,12 @@ def _hides_everything(image: Image.Image) -> bool:
 def _apply_orientation(image: Image.Image) -> Image.Image:
     """Turn phone photos upright; a broken EXIF block is not worth refusing good pixels for."""
     try:
+        if image.getexif().get(_ORIENTATION, 1) not in range(2, 9):
+            return image  # already upright: no copy of a picture that may be 40 MP
         return ImageOps.exif_transpose(image)
     except (*_DECODE_ERRORS, KeyError, TypeError) as exc:
         logger.warning("Ignoring unreadable EXIF orientation: %s", exc)
-        return image.copy()
+        return image
 
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
@@ -183,9 +190,13 @@ def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     if image.mode in _SIXTEEN_BIT_MODES:
         return _split_sixteen_bit(image)
     try:
+        if image.mode in ("RGBA", "LA"):
+            return image.convert("RGB"), _real_alpha(image.getchannel("A"))
         if image.mode in _ALPHA_MODES or "transparency" in image.info:
             rgba = image.convert("RGBA")
             return rgba.convert("RGB"), _real_alpha(rgba.getchannel("A"))
+        if image.mode == "RGB":
+            return image, None  # no copy of a picture that may be 40 MP
         return image.convert("RGB"), None
     except ValueError as exc:  # a colour mode Pillow cannot convert to RGB
         raise UnsupportedImageError(
@@ -195,15 +206,24 @@ def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
 
 
 def _split_sixteen_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """Scale 16-bit grey to 8 bits; Pillow's own convert clips everything above 255 to white."""
-    values = np.asarray(image).astype(np.int64)
-    grey = np.rint(np.clip(values, 0, 65_535) / 257.0).astype(np.uint8)
-    rgb = Image.fromarray(grey).convert("RGB")
+    """Scale 16-bit grey to 8 bits; Pillow's own convert clips everything above 255 to white.
+
+    In strips of rows and in 32-bit integers: a 40 MP picture never has an int64 or float64 copy.
+    """
+    values = np.asarray(image)
+    grey = np.empty(values.shape, np.uint8)
     transparent = image.info.get("transparency")
-    if isinstance(transparent, int):
-        alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8))
-        return rgb, _real_alpha(alpha)
-    return rgb, None
+    alpha = np.empty(values.shape, np.uint8) if isinstance(transparent, int) else None
+    rows = max(1, _STRIP_PIXELS // max(1, values.shape[1]))
+    for top in range(0, values.shape[0], rows):
+        strip = values[top : top + rows].astype(np.int64 if values.dtype == np.int64 else np.int32)
+        if alpha is not None:
+            alpha[top : top + rows] = np.where(strip == transparent, 0, 255)
+        # round(v / 257) in integers: (2v + 257) // 514
+        np.clip(strip, 0, 65_535, out=strip)
+        grey[top : top + rows] = (strip * 2 + 257) // 514
+    rgb = Image.fromarray(grey).convert("RGB")
+    return rgb, _real_alpha(Image.fromarray(alpha)) if alpha is not None else None
 
 
 def _real_alpha(alpha: Image.Image) -> Image.Image | None:
@@ -266,6 +286,27 @@ def _bomb_error() -> ImageTooLargeError:
         "That image claims far more pixels than its size allows, so I will not open it; "
         "please send a normal picture."
     )
+
+
+# Measured on CPU (see README): decoding, composing and encoding a full-size picture cost about
+# 17 bytes a pixel above a worker's idle size; dreaming costs about 1.8 KB a pixel dreamed.
+_BYTES_PER_PIXEL = 18
+_BYTES_PER_DREAMED_PIXEL = 1_900
+
+
+def estimate_job_bytes(data: bytes, max_side: int) -> int:
+    """A worker's peak memory above idle for dreaming `data` at `max_side`, from its header alone.
+
+    0 when the header cannot be read: the worker then refuses the file with its typed error.
+    """
+    try:
+        with Image.open(BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            width, height = image.size
+    except Exception:
+        return 0
+    scale = min(1.0, max_side / max(width, height, 1))
+    dreamed = (width * scale) * (height * scale)
+    return int(_BYTES_PER_PIXEL * width * height + _BYTES_PER_DREAMED_PIXEL * dreamed)
 
 
 def encode_image(
@@ -372,6 +413,33 @@ def resize_image(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     if width < 1 or height < 1:
         raise ValueError(f"An image size must be positive, not {width}x{height}.")
     return img.resize((int(width), int(height)), Image.Resampling.LANCZOS)
+
+
+def add_detail(rgb: Image.Image, detail: torch.Tensor) -> Image.Image:
+    """`rgb` plus a smaller (3, h, w) detail tensor (in [0, 1] units), upsampled bicubically.
+
+    A 40 MP photo is 120 MB as bytes but 480 MB per float copy, so the full-size result is never
+    a float tensor: it is composed in strips of rows, straight into uint8.
+    """
+    if detail.ndim != 3 or detail.shape[0] != 3:
+        raise ValueError(f"Expected a (3, h, w) detail, got shape {tuple(detail.shape)}.")
+    width, height = rgb.size
+    source = np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB"))
+    out = np.empty_like(source)
+    small = detail.detach().to(device="cpu", dtype=torch.float32)[None].mul(255.0)
+    # Sample at each output pixel's centre, as interpolate(align_corners=False) does.
+    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
+    rows = max(1, _STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        ys = (torch.arange(top, bottom, dtype=torch.float32) * 2 + 1) / height - 1
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
+        up = torch.nn.functional.grid_sample(
+            small, grid, mode="bicubic", padding_mode="border", align_corners=False
+        )[0].permute(1, 2, 0)
+        strip = torch.from_numpy(source[top:bottom].astype(np.float32)).add_(up)
+        out[top:bottom] = strip.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(out)
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -80,6 +80,9 @@ class JobResult:
     model: str
     seed: int
     elapsed_s: float
+    # A pool worker's peak resident memory above its idle size (getrusage's lifetime high-water
+    # mark, so an upper bound for this job); 0 outside a worker.
+    peak_memory_bytes: int = 0
 
     @property
     def filename(self) -> str:

@@ -14,7 +14,15 @@ from PIL import Image
 
 from .engine import DreamParams, dream
 from .errors import InvalidParameterError
-from .images import DecodedImage, cap_side, decode_image, encode_image, to_image, to_tensor
+from .images import (
+    DecodedImage,
+    add_detail,
+    cap_side,
+    decode_image,
+    encode_image,
+    to_image,
+    to_tensor,
+)
 from .jobs import JobResult, JobSpec, Progress
 from .models import DreamNet, load_model
 from .objectives import Objective, channels, classes, guide, layer
@@ -91,16 +99,12 @@ def dream_image(
         tile_size=preset.tile_size,
         seed=seed,
     )
-    full = to_tensor(rgb)
     work = cap_side(rgb, preset.max_size)
-    small = full if work is rgb else to_tensor(work)
+    small = to_tensor(work)
     out = dream(small, net, objective, params, progress=progress, should_cancel=should_cancel)
     if work is rgb:
         return to_image(out)
-    detail = torch.nn.functional.interpolate(
-        (out - small)[None], size=full.shape[-2:], mode="bicubic", align_corners=False
-    )[0]
-    return to_image((full + detail).clamp_(0, 1))
+    return add_detail(rgb, out.sub_(small))  # composed in uint8 strips: no full-size float copy
 
 
 def _with_guide(preset: Preset) -> Preset:

@@ -22,11 +22,13 @@ import ctypes
 import logging
 import os
 import pickle
+import resource
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -104,6 +106,7 @@ def _serve(
         return 1
     if not _send(events, (READY, os.getpid())):
         return 0
+    idle = _resident_bytes()
 
     while True:
         try:
@@ -129,7 +132,8 @@ def _serve(
             result = run_job(
                 image, spec, device=device, progress=progress, should_cancel=should_cancel
             )
-            reply: tuple[Any, ...] = (FINISHED, seq, result)
+            peak = max(0, _peak_resident_bytes() - idle)
+            reply: tuple[Any, ...] = (FINISHED, seq, replace(result, peak_memory_bytes=peak))
         except Exception as exc:
             reply = (FAILED, seq, *portable_error(exc))
             if device.startswith("cuda"):
@@ -137,6 +141,20 @@ def _serve(
         del image
         if not _send(events, reply):
             return 0
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux); 0 where /proc is not there."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _peak_resident_bytes() -> int:
+    """The process's resident high-water mark (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def portable_error(exc: BaseException) -> tuple[DreamError, str | None]:

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     DreamCancelled,
     DreamError,
+    ImageTooLargeError,
     InvalidParameterError,
     JobCancelledError,
     JobTimeoutError,
@@ -71,7 +72,9 @@ from ..errors import (
     PoolStartError,
     WorkerCrashedError,
 )
+from ..images import estimate_job_bytes
 from ..jobs import JobResult, JobSpec, Progress
+from ..presets import PRESETS, resolve
 
 if TYPE_CHECKING:
     from .backend import Backend, WorkerHandle
@@ -110,6 +113,9 @@ class PoolConfig:
     start_timeout_s: float = 300.0
     cancel_grace_s: float = 30.0  # a cancelled worker that has not stopped by then is killed
     ray_address: str | None = None  # None: local processes; else the Ray cluster ("auto", ...)
+    # Each worker's memory for one job above its idle size; a job estimated to need more is
+    # refused at submit, so N workers cannot take the machine down together. None: no check.
+    worker_memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.workers_per_device < 1 or (self.cpu_workers is not None and self.cpu_workers < 1):
@@ -126,6 +132,8 @@ class PoolConfig:
             raise InvalidParameterError("max_per_owner must be at least 1 (or None)")
         if min(self.job_timeout_s, self.start_timeout_s, self.cancel_grace_s) <= 0:
             raise InvalidParameterError("timeouts must be positive")
+        if self.worker_memory_bytes is not None and self.worker_memory_bytes <= 0:
+            raise InvalidParameterError("worker_memory_bytes must be positive (or None)")
 
 
 @dataclass(frozen=True)
@@ -497,6 +505,7 @@ class DreamPool:
         timeout = self.config.job_timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise InvalidParameterError("timeout_s must be positive")
+        self._check_memory(image, spec)
         limit = self.config.max_per_owner
         if owner is not None and limit is not None and self._owners[owner] >= limit:
             self._counts["rejected"] += 1
@@ -513,6 +522,20 @@ class DreamPool:
         job._emit(JobQueued(job._position))
         self._dispatch()
         return job
+
+    def _check_memory(self, image: bytes, spec: JobSpec) -> None:
+        """Refuse a job whose estimated peak does not fit one worker's memory budget."""
+        budget = self.config.worker_memory_bytes
+        if budget is None:
+            return
+        max_side = resolve(PRESETS[spec.preset], spec.overrides).max_size
+        need = estimate_job_bytes(bytes(image), max_side)
+        if need > budget:
+            self._counts["rejected"] += 1
+            raise ImageTooLargeError(
+                f"That image would need about {need / 2**30:.1f} GiB to dream, more than the "
+                f"{budget / 2**30:.1f} GiB each dream may use here; please send a smaller one."
+            )
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start; None when the job is running, ended or unknown."""
