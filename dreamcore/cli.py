@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import DreamError
-from .jobs import DreamOverrides, JobSpec, Progress
+from .jobs import DEFAULT_OUTPUT_BUDGET, DreamOverrides, ExploreSpec, JobSpec, Progress, ZoomSpec
 
 __all__ = ["main"]
 
@@ -28,21 +28,25 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("dream", help="dream a photo")
-    d.add_argument("input", type=Path)
-    d.add_argument("-p", "--preset", default="default")
-    d.add_argument("-o", "--output", type=Path, help="default: INPUT-PRESET.png beside the input")
-    d.add_argument("--model")
-    d.add_argument("--layer")
-    d.add_argument("--steps", type=int)
-    d.add_argument("--octaves", type=int)
-    d.add_argument("--strength", type=float)
-    d.add_argument("--max-size", type=int)
-    d.add_argument("--tile-size", type=int)
-    d.add_argument("--seed", type=int)
+    _dream_options(d, "default: INPUT-PRESET.png beside the input")
     d.add_argument("--guide", type=Path, help="grow this image's features into the input")
-    d.add_argument("--weights", type=Path, help="a local weights file for --model")
-    d.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    z = sub.add_parser("zoom", help="a dream-zoom video: dream, zoom in, dream again ...")
+    _dream_options(z, "default: INPUT-zoom.mp4; .mp4, .gif or .webp")
+    z.add_argument("--frames", type=int, default=48)
+    z.add_argument("--zoom", type=float, default=1.04, help="scale from frame to frame")
+    z.add_argument("--rotate", type=float, default=0.0, help="degrees from frame to frame")
+    z.add_argument("--frame-steps", type=int, default=4, help="dream steps per frame")
+    z.add_argument("--fps", type=int, default=12)
+    z.add_argument("--budget", type=int, default=DEFAULT_OUTPUT_BUDGET, help="bytes at most")
+    z.add_argument("--guide", type=Path, help="grow this image's features into the input")
+
+    e = sub.add_parser("explore", help="a contact sheet: the photo dreamed at each layer")
+    _dream_options(e, "default: INPUT-explore.png; .png, .jpg or .webp")
+    e.add_argument("--layers", help="comma-separated layers (default: the model's feature layers)")
+    e.add_argument("--presets", help="comma-separated presets (default: the class presets)")
+    e.add_argument("--top-channels", metavar="LAYER", help="add the top channels of LAYER")
+    e.add_argument("--channels", type=int, default=4, help="how many top channels")
 
     sub.add_parser("presets", help="list the presets")
 
@@ -61,6 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
     b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
     return p
+
+
+def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
+    """The options `dream`, `zoom` and `explore` share."""
+    p.add_argument("input", type=Path)
+    p.add_argument("-p", "--preset", default="default")
+    p.add_argument("-o", "--output", type=Path, help=output_help)
+    p.add_argument("--model")
+    p.add_argument("--layer")
+    p.add_argument("--channel", help="amplify channels of a layer: blocks.4:123 or blocks.4:3,17")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--octaves", type=int)
+    p.add_argument("--strength", type=float)
+    p.add_argument("--max-size", type=int)
+    p.add_argument("--tile-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--weights", type=Path, help="a local weights file for --model")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,24 +116,29 @@ def _fail(message: str) -> None:
     print(f"dreamcore: error: {message}", file=sys.stderr)
 
 
-def _dream(args: argparse.Namespace) -> int:
-    from .images import decode_image, encode_image
-    from .runner import dream_decoded
+def _overrides(args: argparse.Namespace) -> DreamOverrides:
+    if args.weights:
+        from .models import set_weights_file
 
-    overrides = DreamOverrides(
+        set_weights_file(args.model or "efficientnet_lite0", args.weights)
+    return DreamOverrides(
         model=args.model,
         layer=args.layer,
+        channel=args.channel,
         steps=args.steps,
         octaves=args.octaves,
         strength=args.strength,
         max_size=args.max_size,
         tile_size=args.tile_size,
     )
-    guide = args.guide.read_bytes() if args.guide else None
-    if args.weights:
-        from .models import set_weights_file
 
-        set_weights_file(args.model or "efficientnet_lite0", args.weights)
+
+def _dream(args: argparse.Namespace) -> int:
+    from .images import decode_image, encode_image
+    from .runner import dream_decoded
+
+    overrides = _overrides(args)
+    guide = args.guide.read_bytes() if args.guide else None
     spec = JobSpec(preset=args.preset, overrides=overrides, seed=args.seed, guide=guide)
     decoded = decode_image(args.input.read_bytes())
     output = args.output or args.input.with_name(f"{args.input.stem}-{spec.preset}.png")
@@ -124,8 +152,87 @@ def _dream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoom(args: argparse.Namespace) -> int:
+    from .runner import run_job
+
+    output = args.output or args.input.with_name(f"{args.input.stem}-zoom.mp4")
+    fmt = output.suffix.lower().lstrip(".")
+    if fmt not in ("mp4", "gif", "webp"):
+        raise DreamError(f"A zoom is written as .mp4, .gif or .webp, not {output.suffix!r}.")
+    zoom = ZoomSpec(
+        frames=args.frames,
+        zoom=args.zoom,
+        rotate=args.rotate,
+        frame_steps=args.frame_steps,
+        fps=args.fps,
+        format=fmt,
+    )
+    spec = JobSpec(
+        preset=args.preset,
+        overrides=_overrides(args),
+        seed=args.seed,
+        guide=args.guide.read_bytes() if args.guide else None,
+        output_budget=args.budget,
+        zoom=zoom,
+    )
+    image = args.input.read_bytes()
+    with _progress_bar(enabled=not args.quiet and sys.stderr.isatty(), unit="frame") as progress:
+        result = run_job(image, spec, device=args.device, progress=progress)
+    output.write_bytes(result.image)
+    print(
+        f"{output}  ({result.frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
+        f"{len(result.image)} bytes; preset {spec.preset}, model {result.model}, seed {result.seed})"
+    )
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from .runner import run_job
+
+    output = args.output or args.input.with_name(f"{args.input.stem}-explore.png")
+    suffix = output.suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise DreamError(f"A sheet is written as .png, .jpg or .webp, not {output.suffix!r}.")
+    explore = ExploreSpec(
+        layers=_names(args.layers),
+        presets=_names(args.presets),
+        top_channels=args.top_channels,
+        channels=args.channels,
+    )
+    spec = JobSpec(
+        preset=args.preset,
+        overrides=_overrides(args),
+        seed=args.seed,
+        output_budget=2**40,
+        explore=explore,
+    )
+    image = args.input.read_bytes()
+    with _progress_bar(enabled=not args.quiet and sys.stderr.isatty(), unit="cell") as progress:
+        result = run_job(image, spec, device=args.device, progress=progress)
+    if suffix == ".png" and result.format == "png":
+        output.write_bytes(result.image)  # an unlimited budget keeps it lossless
+    else:
+        from .images import decode_image, encode_image
+
+        fmt = {".png": "png", ".webp": "webp"}.get(suffix, "jpeg")
+        output.write_bytes(encode_image(decode_image(result.image).rgb, format=fmt)[0])
+    print(
+        f"{output}  ({result.frames} dreams, {result.width}x{result.height}; "
+        f"model {result.model}, seed {result.seed})"
+    )
+    return 0
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 @contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Callable[[Progress], None] | None]:
+def _progress_bar(
+    enabled: bool, unit: str = "octave"
+) -> Iterator[Callable[[Progress], None] | None]:
     """A tqdm bar on a terminal, nothing otherwise; yields the engine's progress callback."""
     if not enabled:
         yield None
@@ -135,7 +242,10 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[Progress], None] | None]:
     with tqdm(total=100, unit="%", leave=False, bar_format="{l_bar}{bar}| {elapsed}") as bar:
 
         def update(p: Progress) -> None:
-            bar.set_description(f"octave {p.octave}/{p.octaves}")
+            if p.frames:
+                bar.set_description(f"{unit} {p.frame}/{p.frames}")
+            else:
+                bar.set_description(f"octave {p.octave}/{p.octaves}")
             bar.n = round(100 * p.fraction)
             bar.refresh()
 
@@ -159,6 +269,7 @@ def _layers(args: argparse.Namespace) -> int:
     for li in info.layers:
         mark = "  (default)" if li.name == info.default_layer else ""
         print(f"  {li.name:<12} {li.depth:<4}  {li.channels:>5} channels, stride {li.stride}{mark}")
+    print("Amplify one channel with --channel LAYER:INDEX (0 to channels - 1), e.g. blocks.4:7.")
     return 0
 
 
@@ -194,7 +305,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"dream": _dream, "presets": _presets, "layers": _layers, "bench": _bench}
+_COMMANDS = {
+    "dream": _dream,
+    "zoom": _zoom,
+    "explore": _explore,
+    "presets": _presets,
+    "layers": _layers,
+    "bench": _bench,
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

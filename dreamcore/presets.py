@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import unknown_name
-from .jobs import DreamOverrides
-from .models import get_model
+from .errors import InvalidParameterError, unknown_name
+from .jobs import DreamOverrides, parse_channel
+from .models import ModelInfo, get_model
 
 __all__ = ["PRESETS", "Preset", "Term", "closest_preset", "resolve"]
 
@@ -142,6 +142,20 @@ def _translate_layer(layer: str, src_model: str, dst_model: str) -> str:
     return dst_group[round(pos * (len(dst_group) - 1))]
 
 
+def _channel_term(text: str, info: ModelInfo, terms: list[Term]) -> Term:
+    """A channel pick replaces the objective: only those channels of that layer grow."""
+    name, index = parse_channel(text)
+    name = name or next((t.layer for t in terms if t.layer), None) or info.default_layer
+    count = info.layer(name).channels  # raises UnknownLayerError with a hint
+    wrong = [i for i in index if i >= count]
+    if wrong:
+        raise InvalidParameterError(
+            f"Layer {name!r} of {info.name} has {count} channels, numbered 0 to {count - 1}; "
+            f"there is no channel {wrong[0]}."
+        )
+    return Term(kind="channels", layer=name, channels=index)
+
+
 def resolve(preset: Preset | str, overrides: DreamOverrides | None = None) -> Preset:
     """Apply overrides to a preset; the result is validated like any preset."""
     base = PRESETS[preset] if isinstance(preset, str) else preset
@@ -162,7 +176,11 @@ def resolve(preset: Preset | str, overrides: DreamOverrides | None = None) -> Pr
             terms = [t.model_copy(update={"layer": o.layer}) if t.layer else t for t in terms]
         else:
             terms.insert(0, _layer(o.layer))
+    if o.channel:
+        terms = [_channel_term(o.channel, info, terms)]
     update = {
-        k: v for k, v in o.model_dump().items() if v is not None and k not in ("model", "layer")
+        k: v
+        for k, v in o.model_dump().items()
+        if v is not None and k not in ("model", "layer", "channel")
     }
     return Preset.model_validate({**base.model_dump(), **update, "model": model, "terms": terms})

@@ -33,6 +33,8 @@ __all__ = [
     "default_device",
     "dream_decoded",
     "dream_image",
+    "dream_params",
+    "resolve_spec",
     "run_job",
     "warm_up",
 ]
@@ -77,6 +79,19 @@ def _term(t: Term, net: DreamNet, guide_image: Image.Image | None) -> tuple[floa
     return t.weight, guide(name, acts)
 
 
+def dream_params(preset: Preset, seed: int) -> DreamParams:
+    """The octave loop's settings for a preset (strength scales the step)."""
+    return DreamParams(
+        octaves=preset.octaves,
+        octave_scale=preset.octave_scale,
+        steps=preset.steps,
+        step_size=preset.step_size * preset.strength,
+        jitter=preset.jitter,
+        tile_size=preset.tile_size,
+        seed=seed,
+    )
+
+
 def dream_image(
     rgb: Image.Image,
     preset: Preset,
@@ -90,15 +105,7 @@ def dream_image(
     """Dream an RGB picture; above `max_size` it dreams at the cap and adds the detail back up."""
     net = load_model(preset.model, device or default_device())
     objective = build_objective(preset, net, guide_image)
-    params = DreamParams(
-        octaves=preset.octaves,
-        octave_scale=preset.octave_scale,
-        steps=preset.steps,
-        step_size=preset.step_size * preset.strength,
-        jitter=preset.jitter,
-        tile_size=preset.tile_size,
-        seed=seed,
-    )
+    params = dream_params(preset, seed)
     work = cap_side(rgb, preset.max_size)
     small = to_tensor(work)
     out = dream(small, net, objective, params, progress=progress, should_cancel=should_cancel)
@@ -115,6 +122,16 @@ def _with_guide(preset: Preset) -> Preset:
     return preset.model_copy(update={"terms": (Term(kind="guide", layer=name),)})
 
 
+def resolve_spec(spec: JobSpec) -> tuple[Preset, Image.Image | None, int]:
+    """The preset with the spec's overrides, the decoded guide (if any) and the seed to use."""
+    guide_image = decode_image(spec.guide).rgb if spec.guide else None
+    preset = resolve(PRESETS[spec.preset], spec.overrides)
+    if guide_image is not None:
+        preset = _with_guide(preset)
+    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    return preset, guide_image, seed
+
+
 def dream_decoded(
     decoded: DecodedImage,
     spec: JobSpec,
@@ -124,11 +141,7 @@ def dream_decoded(
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[Image.Image, Preset, int]:
     """Resolve the spec and dream a decoded picture; returns the picture, the preset and the seed."""
-    guide_image = decode_image(spec.guide).rgb if spec.guide else None
-    preset = resolve(PRESETS[spec.preset], spec.overrides)
-    if guide_image is not None:
-        preset = _with_guide(preset)
-    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    preset, guide_image, seed = resolve_spec(spec)
     out = dream_image(
         decoded.rgb,
         preset,
@@ -149,7 +162,20 @@ def run_job(
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> JobResult:
-    """Decode, dream and encode one job; every failure is a typed DreamError."""
+    """Decode, dream and encode one job; every failure is a typed DreamError.
+
+    Zooms and explorer sheets are jobs too: the same door, dispatched on the spec's kind.
+    """
+    if spec.zoom is not None:
+        from .zoom import run_zoom
+
+        return run_zoom(image, spec, device=device, progress=progress, should_cancel=should_cancel)
+    if spec.explore is not None:
+        from .explore import run_explore
+
+        return run_explore(
+            image, spec, device=device, progress=progress, should_cancel=should_cancel
+        )
     start = time.perf_counter()
     decoded = decode_image(image)
     out, preset, seed = dream_decoded(
