@@ -34,6 +34,7 @@ __all__ = [
     "EMBED_COLOUR",
     "help_embed",
     "info_text",
+    "like_text",
     "limit_text",
     "no_image_text",
     "polite_error",
@@ -85,6 +86,11 @@ def limit_text(exc: LimitReached) -> str:
     match exc.kind:
         case "cooldown":
             return f"Easy there: you can dream again in {max(1, round(exc.wait_s))} s."
+        case "quota" if exc.cost > 1 and exc.left > 0:
+            return (
+                f"That counts as {exc.cost} dreams and you have {exc.left} left today; "
+                "ask for fewer frames or come back tomorrow."
+            )
         case "quota":
             count = int(exc.limit)
             dreams = "dream" if count == 1 else "dreams"
@@ -107,15 +113,30 @@ def no_image_text(prefix: str) -> str:
 
 
 def progress_text(
-    *, position: int | None = None, fraction: float | None = None, label: str = ""
+    *,
+    position: int | None = None,
+    fraction: float | None = None,
+    label: str = "",
+    frame: int = 0,
+    frames: int = 0,
+    unit: str = "frame",
 ) -> str:
-    """Queued with a position, then a bar with a percentage."""
+    """Queued with a position, then a bar with a percentage (and frames done, for a zoom)."""
     name = f" `{label}`" if label else ""
     if fraction is None:
         where = f"position {position}" if position else "next up"
         return f"⏳ Queued{name} dream — {where} in line."
     done = max(0, min(_BAR, round(fraction * _BAR)))
-    return f"🌀 Dreaming{name}… `{'█' * done}{'░' * (_BAR - done)}` {fraction:.0%}"
+    count = f" · {unit}s {frame}/{frames}" if frames else ""
+    return f"🌀 Dreaming{name}… `{'█' * done}{'░' * (_BAR - done)}` {fraction:.0%}{count}"
+
+
+def like_text(prefix: str) -> str:
+    return (
+        f"`{prefix}dream like` needs two pictures: attach both (the photo first, then the one "
+        "whose features should grow into it), or reply to a photo and attach the second. "
+        "With `/dream`, pick the second as `guide`."
+    )
 
 
 def done_text(label: str, elapsed_s: float) -> str:
@@ -130,7 +151,11 @@ def result_embed(label: str, result: JobResult, owner: discord.abc.User) -> disc
         ),
         colour=EMBED_COLOUR,
     )
-    embed.set_image(url=f"attachment://{result.filename}")
+    if result.kind == "zoom":
+        # An embed cannot show a video; the MP4 (or GIF) plays as the message's attachment.
+        embed.description = f"{embed.description} · {result.frames} frames"
+    else:
+        embed.set_image(url=f"attachment://{result.filename}")
     embed.set_footer(text=f"Dreamed for {owner.display_name}")
     return embed
 
@@ -154,7 +179,16 @@ def help_embed(prefix: str) -> discord.Embed:
         "Or right-click a message with a photo → **Apps** → **Dream this image**.\n\n"
         f"**Options:** `{prefix}dream <preset> strength=2 steps=10 octaves=4 seed=7 size=768`\n"
         f"`{prefix}presets` lists the presets, `/dream-info` shows the queue and your quota.\n"
-        "Under each dream: **Re-roll** (new seed), **Stronger**, **Weaker**."
+        "Under each dream: **Re-roll** (new seed), **Stronger**, **Weaker**.\n\n"
+        f"**Zoom:** `{prefix}dream zoom dogs frames=24` or `/dream-zoom`: a video that falls into "
+        "its own dream (a zoom counts as several dreams of your quota; it says how many).\n"
+        f"**Explore:** `{prefix}dream explore` or `/dream-explore`: one sheet, the photo dreamed "
+        "at each layer of the network (strokes low, textures, then parts and faces); "
+        "`top=blocks.4` adds that layer's strongest channels.\n"
+        f"**Like:** `{prefix}dream like` with two photos attached, or `/dream` with `guide`: "
+        "grow the second picture's features into the first.\n"
+        f"**Channels:** `{prefix}dream channel=blocks.4:7` amplifies one feature channel; "
+        "`dreamcore layers` lists how many each layer has."
     )
     return embed
 

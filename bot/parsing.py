@@ -18,20 +18,24 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 
 from dreamcore.errors import InvalidParameterError
-from dreamcore.jobs import DreamOverrides, JobSpec
+from dreamcore.jobs import DreamOverrides, JobSpec, ZoomSpec
 from dreamcore.presets import PRESETS, resolve
 
 from .errors import PoliteError
 from .store import GuildConfig, ServerPreset
 
 __all__ = [
+    "EXPLORE_OPTIONS",
     "OPTION_ALIASES",
+    "SUBCOMMANDS",
+    "ZOOM_OPTIONS",
     "Catalog",
     "DreamArgs",
     "ResolvedDream",
     "build_spec",
     "parse_dream_args",
     "validate_server_preset",
+    "zoom_spec",
 ]
 
 # What users may type before `=`, and the override (or "seed") it sets.
@@ -50,12 +54,17 @@ OPTION_ALIASES: dict[str, str] = {
     "size": "max_size",
     "max_size": "max_size",
     "seed": "seed",
+    "channel": "channel",
 }
 USER_OPTIONS = ("strength", "steps", "octaves", "scale", "step_size", "jitter", "layer", "model",
-                "size", "seed")  # fmt: skip
+                "channel", "size", "seed")  # fmt: skip
+# Options of `!dream zoom` and `!dream explore` beside the dream's own.
+ZOOM_OPTIONS = ("frames", "zoom", "rotate", "format")
+EXPLORE_OPTIONS = ("top",)
 _DISPLAY = {"octave_scale": "scale", "max_size": "size"}
 # Presets that need more than one image; chat offers one image per dream.
 HIDDEN_PRESETS = frozenset({"guide"})
+SUBCOMMANDS = frozenset({"zoom", "explore", "like"})
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _SEED_MAX = 2**63 - 1
 
@@ -76,8 +85,11 @@ class ResolvedDream:
     spec: JobSpec
 
 
-def parse_dream_args(text: str) -> DreamArgs:
-    """`dogs strength=2 seed=7` -> DreamArgs("dogs", {"strength": "2", "seed": "7"})."""
+def parse_dream_args(text: str, extra: tuple[str, ...] = ()) -> DreamArgs:
+    """`dogs strength=2 seed=7` -> DreamArgs("dogs", {"strength": "2", "seed": "7"}).
+
+    `extra`: option names a sub-command adds (`frames` for a zoom); they pass through as typed.
+    """
     try:
         tokens = shlex.split(text)
     except ValueError:  # an unbalanced quote: read it as plain words
@@ -88,6 +100,8 @@ def parse_dream_args(text: str) -> DreamArgs:
         key, sep, value = token.partition("=")
         if not sep and ":" in token and not token.startswith("<"):
             key, sep, value = token.partition(":")
+            if key.strip().lower() not in (*OPTION_ALIASES, *extra):
+                key, sep, value = token, "", ""
         if not sep:
             if preset is not None:
                 raise PoliteError(
@@ -97,15 +111,17 @@ def parse_dream_args(text: str) -> DreamArgs:
             preset = token.strip().lower()
             continue
         key = key.strip().lower()
-        if key not in OPTION_ALIASES:
-            close = difflib.get_close_matches(key, list(OPTION_ALIASES), n=1, cutoff=0.6)
+        if key not in OPTION_ALIASES and key not in extra:
+            known = [*OPTION_ALIASES, *extra]
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise PoliteError(
-                f"I don't know the option `{key}`.{hint} Options: {', '.join(USER_OPTIONS)}."
+                f"I don't know the option `{key}`.{hint} "
+                f"Options: {', '.join([*USER_OPTIONS, *extra])}."
             )
         if not value.strip():
             raise PoliteError(f"The option `{key}` needs a value, like `{key}=2`.")
-        options[OPTION_ALIASES[key]] = value.strip()
+        options[OPTION_ALIASES.get(key, key)] = value.strip()
     return DreamArgs(preset, options)
 
 
@@ -238,8 +254,10 @@ def validate_server_preset(
         )
     if name in PRESETS:
         raise PoliteError(f"`{name}` is a built-in preset; pick another name.")
+    if name in SUBCOMMANDS:
+        raise PoliteError(f"`{name}` is a `dream` sub-command; pick another name.")
     base = base.strip().lower()
-    offered = [n for n in PRESETS if n not in HIDDEN_PRESETS]
+    offered = list(PRESETS)  # `guide` too: such a preset is used with `!dream like`
     if base not in offered:
         close = difflib.get_close_matches(base, offered, n=1, cutoff=0.5)
         hint = f" Did you mean `{close[0]}`?" if close else ""
@@ -294,3 +312,30 @@ def describe_validation_error(exc: ValidationError) -> str:
         if loc[:1] == ["preset"]:
             return str(inner or error["msg"])
     return "Those options don't make a valid dream."
+
+
+def zoom_spec(options: Mapping[str, object], *, default_frames: int, max_frames: int) -> ZoomSpec:
+    """A zoom's own options (`frames`, `zoom`, `rotate`, `format`), checked against the cap."""
+    values = {k: v for k, v in options.items() if k in ZOOM_OPTIONS and v is not None and v != ""}
+    values.setdefault("frames", default_frames)
+    try:
+        frames = int(str(values["frames"]))
+    except ValueError:
+        raise PoliteError(f"`frames` must be a whole number from 2 to {max_frames}.") from None
+    if not 2 <= frames <= max_frames:
+        raise PoliteError(f"`frames` must be a whole number from 2 to {max_frames} here.")
+    values["frames"] = frames
+    if isinstance(values.get("format"), str):
+        values["format"] = str(values["format"]).strip().lower().lstrip(".")
+    try:
+        return ZoomSpec.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        if where == "format":
+            raise PoliteError("`format` is `mp4`, `gif` or `webp`.") from None
+        if where == "zoom":
+            raise PoliteError("`zoom` must be a number from 1.0 to 1.5 (1.04 is gentle).") from None
+        if where == "rotate":
+            raise PoliteError("`rotate` must be degrees per frame, from -45 to 45.") from None
+        raise PoliteError(f"`{where}`: {err['msg']}.") from None

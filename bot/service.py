@@ -15,14 +15,15 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord.utils import MISSING
 
-from dreamcore.errors import JobCancelledError
-from dreamcore.jobs import DreamOverrides, JobResult, JobSpec
+from dreamcore.errors import InvalidParameterError, JobCancelledError
+from dreamcore.jobs import DreamOverrides, ExploreSpec, JobResult, JobSpec
+from dreamcore.models import get_model
 from dreamcore.pool import (
     DreamPool,
     Job,
@@ -37,13 +38,21 @@ from dreamcore.presets import resolve
 from .errors import PoliteError
 from .messages import (
     done_text,
+    like_text,
     limit_text,
     no_image_text,
     polite_error,
     progress_text,
     result_embed,
 )
-from .parsing import Catalog, ResolvedDream, build_spec
+from .parsing import (
+    EXPLORE_OPTIONS,
+    ZOOM_OPTIONS,
+    Catalog,
+    ResolvedDream,
+    build_spec,
+    zoom_spec,
+)
 from .replies import InteractionReply, Reply
 from .settings import Settings
 from .sources import DownloadPolicy, download, find_image
@@ -58,6 +67,7 @@ __all__ = ["ActiveDream", "DreamRequest", "DreamService"]
 log = logging.getLogger(__name__)
 
 _DAY_S = 24 * 3600.0
+_KIND_OPTIONS = frozenset({*ZOOM_OPTIONS, *EXPLORE_OPTIONS})
 _BUDGET_MARGIN = 8 * 1024  # room for the multipart envelope under the upload limit
 _STRENGTH_STEP = 1.5
 _SEED_RANGE = 2**31
@@ -73,6 +83,8 @@ class DreamRequest:
     attachment: discord.Attachment | None = None  # the slash option or context-menu target
     message: discord.Message | None = None  # the command's own message (prefix, mention)
     search_history: bool = True
+    kind: Literal["dream", "zoom", "explore", "like"] = "dream"
+    guide: discord.Attachment | None = None  # `like`: the picture whose features grow
 
 
 @dataclass
@@ -176,9 +188,11 @@ class DreamService:
             config = await self.guild_config(reply.guild.id if reply.guild else None)
             self._check_channel(reply, config)
             catalog = await self.catalog(reply.guild.id if reply.guild else None)
+            options = {k: v for k, v in request.options.items() if k not in _KIND_OPTIONS}
             resolved = build_spec(
-                catalog, request.preset, request.options, output_budget=self._budget(reply)
+                catalog, request.preset, options, output_budget=self._budget(reply)
             )
+            resolved = self._shape(request, resolved, config)
             reserved = await self.reserve(reply, resolved, config)
         except Exception as exc:
             await self._say(reply, polite_error(exc))
@@ -194,6 +208,8 @@ class DreamService:
             if attachment is None:
                 raise PoliteError(no_image_text(self.settings.command_prefix))
             image = await download(self.session, attachment, self.policy)
+            if request.kind == "like":
+                reserved = await self._with_guide(reserved, request.guide)
             return await self._submit(reply, reserved, image)
         except BaseException as exc:
             await self.release(reserved.id, "cancelled" if _is_cancel(exc) else "failed")
@@ -238,6 +254,55 @@ class DreamService:
             return
         await interaction.response.edit_message(content="✖️ Cancelling…", view=None)
         await dream.job.cancel()
+
+    def _shape(
+        self, request: DreamRequest, resolved: ResolvedDream, config: GuildConfig | None
+    ) -> ResolvedDream:
+        """A zoom, an explorer sheet or a `like` is a dream spec plus its own part."""
+        spec = resolved.spec
+        if request.kind == "zoom":
+            cap = self.settings.max_zoom_frames
+            if config is not None and config.max_zoom_frames is not None:
+                cap = min(cap, config.max_zoom_frames)
+            zoom = zoom_spec(
+                request.options,
+                default_frames=min(cap, self.settings.zoom_frames),
+                max_frames=cap,
+            )
+            side = min(resolve(spec.preset, spec.overrides).max_size, self.settings.zoom_side)
+            overrides = spec.overrides.model_copy(update={"max_size": side})
+            spec = spec.model_copy(update={"zoom": zoom, "overrides": overrides})
+            return ResolvedDream(f"zoom {resolved.label}", spec)
+        if request.kind == "explore":
+            top = request.options.get("top")
+            explore = ExploreSpec(top_channels=str(top) if top else None)
+            if explore.top_channels:
+                try:
+                    get_model(resolve(spec.preset, spec.overrides).model).layer(
+                        explore.top_channels
+                    )
+                except InvalidParameterError as exc:
+                    raise PoliteError(str(exc)) from None
+            return ResolvedDream("explore", spec.model_copy(update={"explore": explore}))
+        if request.kind == "like":
+            if request.guide is None:
+                raise PoliteError(like_text(self.settings.command_prefix))
+            return ResolvedDream(f"like {resolved.label}", spec)
+        if spec.preset == "guide":  # a server preset built on `guide` needs the second picture
+            raise PoliteError(like_text(self.settings.command_prefix))
+        return resolved
+
+    async def _with_guide(
+        self, record: DreamRecord, guide: discord.Attachment | None
+    ) -> DreamRecord:
+        """The guide's bytes, downloaded under the same checks as the photo's, into the spec."""
+        if guide is None:
+            raise PoliteError(like_text(self.settings.command_prefix))
+        try:
+            data = await download(self.session, guide, self.policy)
+        except PoliteError as exc:
+            raise PoliteError(f"The second picture (the guide): {exc.message}") from None
+        return replace(record, spec=record.spec.model_copy(update={"guide": data}))
 
     def _check_channel(self, reply: Reply, config: GuildConfig | None) -> None:
         if config is None or reply.channel is None:
@@ -292,7 +357,12 @@ class DreamService:
         """Hand a reserved dream to the pool and follow it; the reservation is the caller's."""
         if self.settings.source_retention_h > 0:
             await self.store.set_source(record.id, image)
-        job = await self.pool.submit(image, record.spec, owner=str(record.owner_id))
+        job = await self.pool.submit(
+            image,
+            record.spec,
+            owner=str(record.owner_id),
+            timeout_s=self.settings.job_timeout_s * record.spec.cost,
+        )
         dream = ActiveDream(
             id=record.id,
             owner_id=record.owner_id,
@@ -324,7 +394,15 @@ class DreamService:
                         dream.started = True
                         reporter.update(progress_text(fraction=0.0, label=dream.label))
                     case JobProgress(progress=p):
-                        reporter.update(progress_text(fraction=p.fraction, label=dream.label))
+                        reporter.update(
+                            progress_text(
+                                fraction=p.fraction,
+                                label=dream.label,
+                                frame=p.frame,
+                                frames=p.frames,
+                                unit="frame" if dream.job.spec.zoom else "cell",
+                            )
+                        )
                     case JobFinished() | JobFailed():
                         break
             result = await dream.job.result()
@@ -350,11 +428,15 @@ class DreamService:
 
     async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
         embed = result_embed(dream.label, result, dream.reply.user)
+        # A `like` dream's guide is not kept, so it cannot be dreamed again from the store.
+        again = dream.job.spec.guide is None
         for attempt in range(2):
             file = discord.File(io.BytesIO(result.image), filename=result.filename)
             try:
                 await dream.reply.result(
-                    embed=embed, file=file, view=result_view(dream.id, dream.owner_id)
+                    embed=embed,
+                    file=file,
+                    view=result_view(dream.id, dream.owner_id) if again else MISSING,
                 )
                 return True
             except discord.HTTPException as exc:

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     cooldown_s: float = Field(10.0, ge=0, description="default per-user cooldown")
     daily_quota: int = Field(50, ge=0, description="finished dreams per user per day; 0: no limit")
     max_image_side: int = Field(1024, ge=64, le=8192, description="largest side of a dream")
+    max_zoom_frames: int = Field(48, ge=2, le=600, description="frames of a zoom, at most")
+    zoom_frames: int = Field(24, ge=2, le=600, description="frames of a zoom unless asked")
+    zoom_side: int = Field(512, ge=64, le=8192, description="largest side of a zoom's frames")
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_input_pixels: int = Field(40_000_000, ge=1024)
     max_upload_bytes: int = Field(

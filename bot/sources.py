@@ -19,7 +19,14 @@ import discord
 
 from .errors import PoliteError
 
-__all__ = ["DownloadPolicy", "check_attachment", "download", "find_image", "looks_like_image"]
+__all__ = [
+    "DownloadPolicy",
+    "check_attachment",
+    "download",
+    "find_image",
+    "looks_like_image",
+    "replied_to",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ async def find_image(
     if message is not None:
         if message.attachments:
             return message.attachments[0]
-        replied = await _replied_to(message)
+        replied = await replied_to(message)
         if replied is not None and replied.attachments:
             return next(
                 (a for a in replied.attachments if looks_like_image(a)), replied.attachments[0]
@@ -72,7 +79,7 @@ async def find_image(
     return None
 
 
-async def _replied_to(message: discord.Message) -> discord.Message | None:
+async def replied_to(message: discord.Message) -> discord.Message | None:
     ref = message.reference
     if ref is None or ref.message_id is None:
         return None

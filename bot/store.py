@@ -92,6 +92,11 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE dreams ADD COLUMN runner TEXT NOT NULL DEFAULT '';
     CREATE INDEX dreams_by_runner_status ON dreams (runner, status);
     """,
+    # 5: a zoom counts as several dreams; a server may cap the frames of a zoom
+    """
+    ALTER TABLE dreams ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE guild_config ADD COLUMN max_zoom_frames INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -106,6 +111,7 @@ class GuildConfig:
     max_image_side: int | None = None
     cooldown_s: float | None = None
     disabled_presets: frozenset[str] = frozenset()
+    max_zoom_frames: int | None = None
 
     def allows_channel(self, channel_id: int | None, parent_id: int | None = None) -> bool:
         """Threads count as their parent channel."""
@@ -153,12 +159,20 @@ class LimitReached(Exception):
     """A reservation was refused: which limit, its value, and when to try again (cooldown)."""
 
     def __init__(
-        self, kind: Literal["cooldown", "quota", "guild", "member"], limit: float, wait_s: float
+        self,
+        kind: Literal["cooldown", "quota", "guild", "member"],
+        limit: float,
+        wait_s: float,
+        *,
+        cost: int = 1,
+        left: int = 0,
     ):
         super().__init__(f"{kind} limit {limit:g} reached (wait {wait_s:.1f} s)")
         self.kind = kind
         self.limit = limit
         self.wait_s = wait_s
+        self.cost = cost  # how many dreams the refused request counted as
+        self.left = left  # of the quota, what was left
 
 
 # Rows that hold a reservation: a dream asked for and not yet failed or cancelled. "queued" covers
@@ -224,14 +238,15 @@ class Store:
                 """
                 INSERT INTO guild_config
                     (guild_id, allowed_channels, default_preset, max_image_side, cooldown_s,
-                     disabled_presets)
-                VALUES (?, ?, ?, ?, ?, ?)
+                     disabled_presets, max_zoom_frames)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (guild_id) DO UPDATE SET
                     allowed_channels = excluded.allowed_channels,
                     default_preset = excluded.default_preset,
                     max_image_side = excluded.max_image_side,
                     cooldown_s = excluded.cooldown_s,
-                    disabled_presets = excluded.disabled_presets
+                    disabled_presets = excluded.disabled_presets,
+                    max_zoom_frames = excluded.max_zoom_frames
                 """,
                 (
                     guild_id,
@@ -240,6 +255,7 @@ class Store:
                     config.max_image_side,
                     config.cooldown_s,
                     json.dumps(sorted(config.disabled_presets)),
+                    config.max_zoom_frames,
                 ),
             )
         return config
@@ -307,7 +323,7 @@ class Store:
         if record.guild_id is not None:
             locks.append(f"guild:{record.guild_id}")
         async with self._db.transaction(*locks) as q:
-            await _check_limits(q, record.owner_id, record.guild_id, limits, now)
+            await _check_limits(q, record.owner_id, record.guild_id, limits, now, record.spec.cost)
             await _insert_dream(q, replace(record, status="queued", created_at=now), self.runner)
 
     async def add_dream(self, record: DreamRecord) -> None:
@@ -379,20 +395,24 @@ async def _guild_config(q: Queries, guild_id: int) -> GuildConfig:
         max_image_side=row["max_image_side"],
         cooldown_s=row["cooldown_s"],
         disabled_presets=frozenset(json.loads(row["disabled_presets"])),
+        max_zoom_frames=row["max_zoom_frames"],
     )
 
 
 async def _check_limits(
-    q: Queries, owner_id: int, guild_id: int | None, limits: Limits, now: float
+    q: Queries, owner_id: int, guild_id: int | None, limits: Limits, now: float, cost: int = 1
 ) -> None:
+    """`cost`: how many dreams this one counts as against the quota (a zoom counts several)."""
     if limits.cooldown_s > 0:
         last = await _last_dream_at(q, owner_id)
         if last is not None and now < last + limits.cooldown_s:
             raise LimitReached("cooldown", limits.cooldown_s, last + limits.cooldown_s - now)
     if limits.daily_quota > 0:
         used = await _count_dreams_since(q, owner_id, now - _DAY_S)
-        if used >= limits.daily_quota:
-            raise LimitReached("quota", limits.daily_quota, 0.0)
+        if used + cost > limits.daily_quota:
+            raise LimitReached(
+                "quota", limits.daily_quota, 0.0, cost=cost, left=max(0, limits.daily_quota - used)
+            )
     if limits.per_member > 0:
         mine = await _scalar(
             q, "SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status = 'queued'", (owner_id,)
@@ -410,7 +430,7 @@ async def _check_limits(
 async def _count_dreams_since(q: Queries, owner_id: int, since: float) -> int:
     count = await _scalar(
         q,
-        f"SELECT COUNT(*) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS} "
+        f"SELECT COALESCE(SUM(cost), 0) FROM dreams WHERE owner_id = ? AND status IN {_HOLDS} "
         "AND created_at >= ?",
         (owner_id, since),
     )
@@ -434,8 +454,8 @@ async def _insert_dream(q: Queries, record: DreamRecord, runner: str) -> None:
     await q.execute(
         """
         INSERT INTO dreams (id, owner_id, guild_id, channel_id, label, spec, source, status,
-                            created_at, finished_at, runner)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            created_at, finished_at, runner, cost)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         (
             record.id,
@@ -449,6 +469,7 @@ async def _insert_dream(q: Queries, record: DreamRecord, runner: str) -> None:
             record.created_at,
             record.finished_at,
             runner,
+            record.spec.cost,
         ),
     )
 

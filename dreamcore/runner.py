@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .engine import DreamParams, dream
-from .errors import InvalidParameterError
+from .errors import ImageError, InvalidParameterError
 from .images import (
     DecodedImage,
     add_detail,
@@ -122,9 +122,17 @@ def _with_guide(preset: Preset) -> Preset:
     return preset.model_copy(update={"terms": (Term(kind="guide", layer=name),)})
 
 
+def _decode_guide(data: bytes) -> Image.Image:
+    """The guide picture, its errors saying which of the two pictures was wrong."""
+    try:
+        return decode_image(data).rgb
+    except ImageError as exc:
+        raise type(exc)(f"The guide picture (the second one): {exc}") from None
+
+
 def resolve_spec(spec: JobSpec) -> tuple[Preset, Image.Image | None, int]:
     """The preset with the spec's overrides, the decoded guide (if any) and the seed to use."""
-    guide_image = decode_image(spec.guide).rgb if spec.guide else None
+    guide_image = _decode_guide(spec.guide) if spec.guide else None
     preset = resolve(PRESETS[spec.preset], spec.overrides)
     if guide_image is not None:
         preset = _with_guide(preset)

@@ -165,13 +165,18 @@ def test_a_server_preset_is_validated_like_a_job_spec() -> None:
     assert preset.description
 
 
+def test_a_server_preset_may_grow_a_guide_for_dream_like() -> None:
+    preset = validate_server_preset("catlike", "guide", "cats into anything", {"strength": 1.5})
+    assert preset.spec.preset == "guide"
+
+
 @pytest.mark.parametrize(
     ("name", "base", "options", "message"),
     [
         ("dogs", "dogs", {}, "built-in preset"),
         ("bad name!", "dogs", {}, "lowercase letters"),
         ("puppies", "dgos", {}, "Did you mean `dogs`"),
-        ("puppies", "guide", {}, "not a built-in preset"),
+        ("zoom", "dogs", {}, "sub-command"),
         ("puppies", "dogs", {"strength": 50}, "between 0.1 and 4.0"),
         ("puppies", "dogs", {"layer": "nope"}, "Unknown layer"),
     ],

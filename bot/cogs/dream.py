@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from ..errors import PoliteError
-from ..parsing import parse_dream_args
+from ..messages import like_text
+from ..parsing import EXPLORE_OPTIONS, ZOOM_OPTIONS, parse_dream_args
 from ..replies import InteractionReply, MessageReply
 from ..service import DreamRequest
-from ..sources import looks_like_image
+from ..sources import looks_like_image, replied_to
 
 if TYPE_CHECKING:
     from ..client import DreamBot
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["DreamCog", "setup"]
 
 _SEED_MAX = 2**53 - 1  # Discord's integer options stop here
+Kind = Literal["dream", "zoom", "explore", "like"]
 
 
 class DreamCog(commands.Cog, name="Dream"):
@@ -35,18 +37,64 @@ class DreamCog(commands.Cog, name="Dream"):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    @commands.command(name="dream", usage="[preset] [strength=2 steps=10 seed=7 size=768]")
+    @commands.group(
+        name="dream",
+        usage="[preset] [strength=2 steps=10 seed=7 size=768 channel=blocks.4:7]",
+        invoke_without_command=True,
+    )
     async def dream_prefix(self, ctx: commands.Context[DreamBot], *, args: str = "") -> None:
         """Dream on the attached (or replied-to, or latest) photo."""
+        await self._prefix(ctx, args, "dream")
+
+    @dream_prefix.command(name="zoom", usage="[preset] [frames=24 zoom=1.04 rotate=0 format=mp4]")
+    async def zoom_prefix(self, ctx: commands.Context[DreamBot], *, args: str = "") -> None:
+        """A dream-zoom video of the photo."""
+        await self._prefix(ctx, args, "zoom", ZOOM_OPTIONS)
+
+    @dream_prefix.command(name="explore", usage="[top=blocks.4] [seed=7 size=256]")
+    async def explore_prefix(self, ctx: commands.Context[DreamBot], *, args: str = "") -> None:
+        """The photo dreamed at each layer of the network, on one sheet."""
+        await self._prefix(ctx, args, "explore", EXPLORE_OPTIONS)
+
+    @dream_prefix.command(name="like", usage="[preset] [strength=2 ...] with two photos")
+    async def like_prefix(self, ctx: commands.Context[DreamBot], *, args: str = "") -> None:
+        """Grow the second photo's features into the first."""
+        reply = MessageReply(ctx.message)
+        photo, guide = await like_pair(ctx.message)
+        if photo is None or guide is None:
+            await reply.error(like_text(self.bot.settings.command_prefix))
+            return
+        await self._prefix(ctx, args, "like", photo=photo, guide=guide)
+
+    async def _prefix(
+        self,
+        ctx: commands.Context[DreamBot],
+        args: str,
+        kind: Kind,
+        extra: tuple[str, ...] = (),
+        *,
+        photo: discord.Attachment | None = None,
+        guide: discord.Attachment | None = None,
+    ) -> None:
         reply = MessageReply(ctx.message)
         try:
-            parsed = parse_dream_args(args)
+            parsed = parse_dream_args(args, extra)
         except PoliteError as exc:
             await reply.error(exc.message)
             return
+        preset = parsed.preset
+        if kind == "like" and preset is None:
+            preset = "default"
         await self.bot.dreams.start(
             DreamRequest(
-                reply=reply, preset=parsed.preset, options=parsed.options, message=ctx.message
+                reply=reply,
+                preset=preset,
+                options=parsed.options,
+                message=None if photo else ctx.message,
+                attachment=photo,
+                search_history=photo is None,
+                kind=kind,
+                guide=guide,
             )
         )
 
@@ -59,6 +107,8 @@ class DreamCog(commands.Cog, name="Dream"):
         octaves="how many scales, 1-10",
         seed="the same seed and options give the same dream",
         size="largest side of the result in pixels, up to this server's cap",
+        guide="a second picture whose features grow into the photo",
+        channel="amplify one feature channel, e.g. blocks.4:7",
     )
     async def dream_slash(
         self,
@@ -70,6 +120,8 @@ class DreamCog(commands.Cog, name="Dream"):
         octaves: app_commands.Range[int, 1, 10] | None = None,
         seed: app_commands.Range[int, 0, _SEED_MAX] | None = None,
         size: app_commands.Range[int, 32] | None = None,  # the cap is per server: checked later
+        guide: discord.Attachment | None = None,
+        channel: app_commands.Range[str, 1, 64] | None = None,
     ) -> None:
         options = {
             "strength": strength,
@@ -77,6 +129,7 @@ class DreamCog(commands.Cog, name="Dream"):
             "octaves": octaves,
             "seed": seed,
             "max_size": size,
+            "channel": channel,
         }
         await self.bot.dreams.start(
             DreamRequest(
@@ -84,6 +137,66 @@ class DreamCog(commands.Cog, name="Dream"):
                 preset=preset,
                 options={k: v for k, v in options.items() if v is not None},
                 attachment=image,
+                kind="like" if guide is not None else "dream",
+                guide=guide,
+            )
+        )
+
+    @app_commands.command(name="dream-zoom", description="A video that falls into its own dream")
+    @app_commands.describe(
+        image="the photo (default: the latest one in this channel)",
+        preset="what grows out of it (see /presets)",
+        frames="how many frames (the server sets the most)",
+        zoom="scale from one frame to the next, 1.0-1.5",
+        rotate="degrees from one frame to the next",
+        format="mp4 (plays inline), gif or webp",
+        strength="how hard to dream, 0.1-4",
+        seed="the same seed and options give the same zoom",
+    )
+    async def zoom_slash(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment | None = None,
+        preset: str | None = None,
+        frames: app_commands.Range[int, 2, 600] | None = None,
+        zoom: app_commands.Range[float, 1.0, 1.5] | None = None,
+        rotate: app_commands.Range[float, -45.0, 45.0] | None = None,
+        format: Literal["mp4", "gif", "webp"] | None = None,
+        strength: app_commands.Range[float, 0.1, 4.0] | None = None,
+        seed: app_commands.Range[int, 0, _SEED_MAX] | None = None,
+    ) -> None:
+        options = {"frames": frames, "zoom": zoom, "rotate": rotate, "format": format,
+                   "strength": strength, "seed": seed}  # fmt: skip
+        await self.bot.dreams.start(
+            DreamRequest(
+                reply=InteractionReply(interaction, ttl_s=self.bot.settings.interaction_ttl_s),
+                preset=preset,
+                options={k: v for k, v in options.items() if v is not None},
+                attachment=image,
+                kind="zoom",
+            )
+        )
+
+    @app_commands.command(name="dream-explore", description="The photo dreamed at each layer")
+    @app_commands.describe(
+        image="the photo (default: the latest one in this channel)",
+        top="also show this layer's strongest channels, e.g. blocks.4",
+        seed="the same seed gives the same sheet",
+    )
+    async def explore_slash(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment | None = None,
+        top: app_commands.Range[str, 1, 64] | None = None,
+        seed: app_commands.Range[int, 0, _SEED_MAX] | None = None,
+    ) -> None:
+        options = {"top": top, "seed": seed}
+        await self.bot.dreams.start(
+            DreamRequest(
+                reply=InteractionReply(interaction, ttl_s=self.bot.settings.interaction_ttl_s),
+                options={k: v for k, v in options.items() if v is not None},
+                attachment=image,
+                kind="explore",
             )
         )
 
@@ -99,6 +212,8 @@ class DreamCog(commands.Cog, name="Dream"):
             if current in name
         ][:25]
 
+    zoom_slash.autocomplete("preset")(_preset_choices)
+
     async def dream_this(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Context menu: its target is readable even without the Message Content intent."""
         reply = InteractionReply(interaction, ttl_s=self.bot.settings.interaction_ttl_s)
@@ -112,6 +227,20 @@ class DreamCog(commands.Cog, name="Dream"):
         await self.bot.dreams.start(
             DreamRequest(reply=reply, attachment=attachment, search_history=False)
         )
+
+
+async def like_pair(
+    message: discord.Message,
+) -> tuple[discord.Attachment | None, discord.Attachment | None]:
+    """`!dream like`'s two pictures: two attached, or the replied-to photo and one attached."""
+    attached = [a for a in message.attachments if looks_like_image(a)] or message.attachments
+    if len(attached) >= 2:
+        return attached[0], attached[1]
+    replied = await replied_to(message)
+    photos = [a for a in replied.attachments if looks_like_image(a)] if replied else []
+    if photos and len(attached) == 1:
+        return photos[0], attached[0]
+    return None, None
 
 
 async def setup(bot: DreamBot) -> None:

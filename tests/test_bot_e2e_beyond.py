@@ -1,0 +1,220 @@
+# ruff: noqa: F811  (the fixtures imported from test_bot_e2e are named as parameters)
+"""End-to-end on the loopback Discord: `!dream zoom`, `!dream explore`, `!dream like`, channels.
+
+Same set-up as test_bot_e2e.py (its fixtures and helpers, a real one-worker CPU pool of its own
+for this module); tiny photos, few frames and steps, so each dream takes seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from fakediscord import FakeDiscord
+from PIL import Image
+from test_bot_e2e import (  # noqa: F401  (fixtures are found by name)
+    PHOTO,
+    PHOTO_IMAGE,
+    Harness,
+    _encode,
+    _pool_idle,
+    ask,
+    bot,
+    button,
+    custom_ids,
+    dream_result,
+    eventually,
+    fake,
+    harness,
+    interaction_result,
+    pool,
+    replies_to,
+    upload_of,
+    with_files,
+)
+
+from bot.client import DreamBot
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
+
+CAT = PHOTO
+COFFEE = _encode(Image.open("assets/coffee.png").convert("RGB").resize((96, 64)))
+
+
+def mp4_frames(data: bytes) -> list[Image.Image]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        return [f.to_image() for f in container.decode(stream)]
+
+
+def texts(fake: FakeDiscord, asked: dict[str, Any]) -> list[str]:
+    """Every text the bot showed in reply to `asked`, progress edits included."""
+    out = []
+    for m in replies_to(fake, asked):
+        out += [e.json.get("content") or "" for e in fake.recorder.edits(m["id"])]
+        out.append(m.get("content") or "")
+    return out
+
+
+async def polite_reply(fake: FakeDiscord, asked: dict[str, Any]) -> str:
+    found = await eventually(
+        lambda: [
+            m
+            for m in replies_to(fake, asked)
+            if m.get("content") and not m["content"].startswith(("⏳", "🌀"))
+        ],
+        timeout=60,
+        what="a final reply",
+    )
+    return str(found[-1]["content"])
+
+
+async def test_zoom_replies_with_an_mp4_of_its_frames_and_a_reroll(
+    fake: FakeDiscord, bot: DreamBot
+) -> None:
+    asked = await ask(fake, "!dream zoom edges frames=4 steps=2 octaves=1 seed=3")
+    result = await dream_result(fake, asked, timeout=90)
+    frames = mp4_frames(upload_of(fake, result))
+    assert len(frames) == 4
+    assert result["attachments"][0]["filename"].endswith(".mp4")
+    line = result["embeds"][0]["description"]
+    assert "zoom edges" in line and "4 frames" in line and "seed `3`" in line, line
+    assert any("frames" in t and "/4" in t for t in texts(fake, asked)), "progress counts frames"
+    assert button(result, "reroll")
+
+    again = await fake.click(result, button(result, "reroll"), user=fake.alice)
+    followup = await interaction_result(fake, again, timeout=90)
+    assert len(mp4_frames(followup.files[0].data)) == 4
+    assert "seed `3`" not in followup.json["embeds"][0]["description"]
+
+
+async def test_zoom_is_refused_politely_past_the_frame_cap_and_the_quota(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    await harness.start(max_zoom_frames=30, daily_quota=5)
+    too_long = await ask(fake, "!dream zoom frames=31")
+    assert "from 2 to 30" in await polite_reply(fake, too_long)
+    # 30 frames of 4 steps: the first frame and 116 more steps, 1 + 6 = 7 dreams of the 5 left.
+    costly = await ask(fake, "!dream zoom frames=30")
+    text = await polite_reply(fake, costly)
+    assert "counts as 7 dreams" in text and "5 left" in text, text
+    bad = await ask(fake, "!dream zoom format=avi")
+    assert "`mp4`, `gif` or `webp`" in await polite_reply(fake, bad)
+    assert not with_files(replies_to(fake, too_long) + replies_to(fake, costly))
+
+
+async def test_a_zoom_cancelled_halfway_stops_between_frames(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    bot = await harness.start(max_zoom_frames=400)
+    done_before = bot.pool.stats().done
+    asked = await ask(fake, "!dream zoom edges frames=400 steps=2 octaves=1")
+    progress = await eventually(
+        lambda: [m for m in replies_to(fake, asked) if "frames 3/400" in m["content"]
+                 or "frames 4/400" in m["content"] or "frames 5/400" in m["content"]],
+        timeout=90,
+        what="a few frames of the zoom",
+    )  # fmt: skip
+    click = await fake.click(progress[0], custom_ids(progress[0])[0], user=fake.alice)
+    assert (await fake.recorder.wait_for(lambda r: r.route == "interaction_callback"
+            and r.params.get("interaction_id") == click["id"])).json["type"] == 7  # fmt: skip
+    await eventually(
+        lambda: "cancelled" in fake.messages[progress[0]["id"]]["content"],
+        what="the progress message to say cancelled",
+    )
+    await _pool_idle(bot.pool)
+    assert not with_files(replies_to(fake, asked)), "a cancelled zoom sends no video"
+    assert bot.pool.stats().done == done_before
+
+
+async def test_a_zoom_over_the_upload_budget_shrinks_to_fit(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """A 64 KiB budget (the least the bot allows) and a GIF of 12 frames of 128 px."""
+    await harness.start(max_upload_bytes=72 * 1024, max_image_side=128)
+    asked = await ask(fake, "!dream zoom edges frames=12 format=gif steps=3 octaves=1 size=128")
+    result = await dream_result(fake, asked, timeout=120)
+    data = upload_of(fake, result)
+    assert len(data) <= 64 * 1024
+    with Image.open(io.BytesIO(data)) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 12
+        assert gif.width < 128, "shrunk to fit"
+
+
+async def test_explore_replies_with_one_labelled_sheet(fake: FakeDiscord, bot: DreamBot) -> None:
+    asked = await ask(fake, "!dream explore top=blocks.4 steps=1 octaves=1 seed=2")
+    result = await dream_result(fake, asked, timeout=120)
+    sheet = Image.open(io.BytesIO(upload_of(fake, result)))
+    # 1 photo + 7 layers + 6 class presets + 4 top channels = 18 cells of 64 x 43, 5 columns
+    assert sheet.width > 4 * 64 and sheet.height > 3 * 43, sheet.size
+    assert "explore" in result["embeds"][0]["description"]
+    assert any("cells" in t and "/17" in t for t in texts(fake, asked)), texts(fake, asked)
+    assert button(result, "reroll")
+
+    wrong = await ask(fake, "!dream explore top=blocks.44")
+    assert "Did you mean 'blocks.4'" in await polite_reply(fake, wrong)
+
+
+async def test_like_grows_the_second_photo_into_the_first(fake: FakeDiscord, bot: DreamBot) -> None:
+    two = await fake.post_message(
+        "!dream like seed=5",
+        author=fake.alice,
+        attachments=[fake.attachment(COFFEE, "coffee.png"), fake.attachment(CAT, "cat.png")],
+    )
+    liked = await dream_result(fake, two, timeout=60)
+    assert "like default" in liked["embeds"][0]["description"]
+    assert custom_ids(liked) == [], "the guide is not kept, so no Re-roll"
+    plain = await ask(fake, "!dream seed=5", data=COFFEE, filename="coffee.png")
+    dreamed = await dream_result(fake, plain, timeout=60)
+    a = Image.open(io.BytesIO(upload_of(fake, liked))).convert("L")
+    b = Image.open(io.BytesIO(upload_of(fake, dreamed))).convert("L").resize(a.size)
+    difference = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean()
+    assert difference > 4, "the guide objective, not the default one, made it"
+
+    # a reply to the photo with the guide attached
+    photo = await ask(fake, "my coffee", data=COFFEE, filename="coffee.png", author=fake.bob)
+    reply = await fake.post_message(
+        "!dream like",
+        author=fake.alice,
+        reply_to=photo,
+        attachments=[fake.attachment(CAT, "c.png")],
+    )
+    await dream_result(fake, reply, timeout=60)
+
+    one = await ask(fake, "!dream like")
+    assert "needs two pictures" in await polite_reply(fake, one)
+    broken = await fake.post_message(
+        "!dream like",
+        author=fake.alice,
+        attachments=[fake.attachment(COFFEE, "a.png"), fake.attachment(b"x" * 300, "b.png",
+                                                                        width=64, height=64)],
+    )  # fmt: skip
+    assert "guide picture" in await polite_reply(fake, broken)
+
+
+async def test_slash_dream_with_a_guide_and_a_channel(fake: FakeDiscord, bot: DreamBot) -> None:
+    interaction = await fake.slash(
+        "dream",
+        {"image": fake.attachment(COFFEE, "coffee.png"), "guide": fake.attachment(CAT, "cat.png")},
+    )
+    followup = await interaction_result(fake, interaction, timeout=60)
+    assert "like default" in followup.json["embeds"][0]["description"]
+
+    picked = await ask(fake, "!dream channel=blocks.4:7 steps=2")
+    await dream_result(fake, picked, timeout=60)
+    wrong = await ask(fake, "!dream channel=blocks.4:500")
+    assert "has 112 channels, numbered 0 to 111" in await polite_reply(fake, wrong)
+
+
+async def test_slash_zoom_and_explore(fake: FakeDiscord, bot: DreamBot) -> None:
+    zoom = await fake.slash(
+        "dream-zoom", {"image": fake.attachment(PHOTO, "p.png"), "frames": 2, "format": "webp"}
+    )
+    followup = await interaction_result(fake, zoom, timeout=90)
+    with Image.open(io.BytesIO(followup.files[0].data)) as webp:
+        assert webp.format == "WEBP" and webp.n_frames == 2
+    assert PHOTO_IMAGE.size
