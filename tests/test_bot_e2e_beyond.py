@@ -104,7 +104,19 @@ async def test_zoom_is_refused_politely_past_the_frame_cap_and_the_quota(
     assert "counts as 7 dreams" in text and "5 left" in text, text
     bad = await ask(fake, "!dream zoom format=avi")
     assert "`mp4`, `gif` or `webp`" in await polite_reply(fake, bad)
-    assert not with_files(replies_to(fake, too_long) + replies_to(fake, costly))
+
+    capped = await fake.slash("dream-config set", {"zoom_frames": 3}, user=fake.moderator)
+    answer = await fake.recorder.wait_for(
+        lambda r: (
+            r.route == "interaction_callback" and r.params.get("interaction_id") == capped["id"]
+        )
+    )
+    assert "Zoom frames: at most 3" in answer.json["data"]["content"]
+    four = await ask(fake, "!dream zoom frames=4")
+    assert "from 2 to 3 here" in await polite_reply(fake, four)
+    assert not with_files(
+        replies_to(fake, too_long) + replies_to(fake, costly) + replies_to(fake, four)
+    )
 
 
 async def test_a_zoom_cancelled_halfway_stops_between_frames(

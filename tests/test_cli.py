@@ -54,6 +54,9 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path: Path) -> None:
         (["dream", str(ASSETS / "chelsea.png"), "--steps", "0"], "steps"),
         (["dream", str(tmp_path / "missing.jpg")], "No such file"),
         (["dream", str(ASSETS / "chelsea.png"), "--model", "googlenet"], "googlenet"),
+        (["dream", str(ASSETS / "chelsea.png"), "--channel", "blocks.4:112"], "112 channels"),
+        (["zoom", str(ASSETS / "chelsea.png"), "-o", str(tmp_path / "z.avi")], ".mp4, .gif"),
+        (["explore", str(ASSETS / "chelsea.png"), "--layers", "blocks.44"], "blocks.4"),
     ]:
         run = dreamcore(*args)
         assert run.returncode != 0, args
@@ -98,3 +101,21 @@ def test_an_output_format_that_cannot_hold_the_dream_is_one_line_and_exit_2(
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and "as PNG instead" in lines[0], lines
         assert not out.exists()
+
+
+def test_zoom_and_explore_write_by_the_output_suffix(tmp_path: Path) -> None:
+    small = ["--max-size", "64", "--steps", "1", "--octaves", "1", "--seed", "2", "-q"]
+    gif = tmp_path / "z.gif"
+    run = dreamcore("zoom", str(ASSETS / "coffee.png"), "-o", str(gif), "--frames", "3", *small)
+    assert run.returncode == 0, run.stderr
+    assert "3 frames" in run.stdout
+    with Image.open(gif) as img:
+        assert img.format == "GIF" and img.n_frames == 3
+    sheet = tmp_path / "s.jpg"
+    run = dreamcore(
+        "explore", str(ASSETS / "coffee.png"), "-o", str(sheet), "--layers", "blocks.1,blocks.4",
+        "--presets", "dogs", *small,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with Image.open(sheet) as img:
+        assert img.format == "JPEG" and img.width > 2 * 64

@@ -181,11 +181,12 @@ class ModerationCog(commands.Cog, name="Moderation"):
         guild_id = _guild_id(interaction)
         await interaction.response.send_message(await self._summary(guild_id), ephemeral=True)
 
-    @config.command(name="set", description="Default preset, largest image side, cooldown")
+    @config.command(name="set", description="Default preset, largest side, cooldown, zoom frames")
     @app_commands.describe(
         default_preset="the preset used when none is named",
         max_image_side="largest side of a dream in pixels (the bot's own cap still applies)",
         cooldown="seconds between two dreams of one member",
+        zoom_frames="most frames of a zoom video (the bot's own cap still applies)",
     )
     async def config_set(
         self,
@@ -193,6 +194,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         default_preset: str | None = None,
         max_image_side: app_commands.Range[int, 64, 8192] | None = None,
         cooldown: app_commands.Range[float, 0.0, 3600.0] | None = None,
+        zoom_frames: app_commands.Range[int, 2, 600] | None = None,
     ) -> None:
         guild_id = _guild_id(interaction)
         changes: dict[str, object] = {}
@@ -206,6 +208,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
             changes["max_image_side"] = min(max_image_side, self.bot.settings.max_image_side)
         if cooldown is not None:
             changes["cooldown_s"] = float(cooldown)
+        if zoom_frames is not None:
+            changes["max_zoom_frames"] = min(zoom_frames, self.bot.settings.max_zoom_frames)
         if not changes:
             raise PoliteError("Nothing to change: pick at least one option.")
         await self.bot.store.update_guild_config(guild_id, **changes)
@@ -282,10 +286,11 @@ class ModerationCog(commands.Cog, name="Moderation"):
         )
         cooldown = config.cooldown_s if config.cooldown_s is not None else settings.cooldown_s
         disabled = ", ".join(sorted(config.disabled_presets)) or "none"
+        frames = min(config.max_zoom_frames or settings.max_zoom_frames, settings.max_zoom_frames)
         return (
             f"**Dream settings**\nChannels: {channels}\nDefault preset: `{catalog.default}`\n"
             f"Largest side: {catalog.max_side} px\nCooldown: {cooldown:g} s\n"
-            f"Disabled presets: {disabled}"
+            f"Zoom frames: at most {frames}\nDisabled presets: {disabled}"
         )
 
     def _check_model(self, model: str | None) -> None:
