@@ -6,7 +6,8 @@
 
 Lower down: `load_model` (the zoo), objectives that add and scale (`layer`, `channels`,
 `classes`, `guide`), `dream` (the octave loop on tensors), presets as data, and `DreamPool`
-(worker processes for an asyncio caller).
+(worker processes for an asyncio caller). A `JobSpec` with `zoom=ZoomSpec(...)` makes a
+dream-zoom video, with `explore=ExploreSpec(...)` a layer explorer sheet.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .errors import (
     WorkerCrashedError,
 )
 from .images import decode_image, encode_image
-from .jobs import DreamOverrides, JobResult, JobSpec, Progress
+from .jobs import DreamOverrides, ExploreSpec, JobResult, JobSpec, Progress, ZoomSpec
 from .models import get_model, list_models, load_model, register_model, set_weights_file
 from .objectives import channels, classes, guide, layer
 from .pool import DreamPool, Job, PoolConfig, PoolStats
@@ -51,6 +52,7 @@ __all__ = [
     "DreamOverrides",
     "DreamParams",
     "DreamPool",
+    "ExploreSpec",
     "ImageError",
     "ImageMetadataError",
     "ImageTooLargeError",
@@ -76,6 +78,7 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailableError",
     "WorkerCrashedError",
+    "ZoomSpec",
     "channels",
     "classes",
     "decode_image",
