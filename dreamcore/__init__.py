@@ -15,6 +15,7 @@ from __future__ import annotations
 from .engine import DreamParams, dream
 from .errors import (
     CorruptImageError,
+    DeviceMemoryError,
     DreamCancelled,
     DreamError,
     ImageError,
@@ -47,6 +48,7 @@ from .runner import dream_image, run_job, warm_up
 __all__ = [
     "PRESETS",
     "CorruptImageError",
+    "DeviceMemoryError",
     "DreamCancelled",
     "DreamError",
     "DreamOverrides",

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from .errors import DreamError
 from .jobs import DEFAULT_OUTPUT_BUDGET, DreamOverrides, ExploreSpec, JobSpec, Progress, ZoomSpec
+from .precision import PRECISIONS
 
 __all__ = ["main"]
 
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", default="512,1024,2048")
     b.add_argument("--device")
     b.add_argument("--repeats", type=int, default=10)
+    b.add_argument("--precision", choices=PRECISIONS, default="auto")
+    b.add_argument("--layout", choices=("auto", "nchw", "channels_last"), default="auto")
+    b.add_argument(
+        "--compare", action="store_true", help="also time the plain fp32 NCHW path, interleaved"
+    )
+    b.add_argument("--dream-repeats", type=int, default=1, help="whole dreams per path and size")
     b.add_argument("--json", action="store_true", help="one JSON object per line")
     b.add_argument("--pool", action="store_true", help="benchmark the process pool instead")
     b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
@@ -83,6 +90,7 @@ def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--weights", type=Path, help="a local weights file for --model")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--precision", choices=PRECISIONS, help="the network's arithmetic (auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -130,6 +138,7 @@ def _overrides(args: argparse.Namespace) -> DreamOverrides:
         strength=args.strength,
         max_size=args.max_size,
         tile_size=args.tile_size,
+        precision=args.precision,
     )
 
 
@@ -295,7 +304,15 @@ def _bench(args: argparse.Namespace) -> int:
     from .benchmark import format_table, run_benchmark
 
     rows_ = run_benchmark(
-        sizes, preset=args.preset, model=args.model, device=args.device, repeats=args.repeats
+        sizes,
+        preset=args.preset,
+        model=args.model,
+        device=args.device,
+        repeats=args.repeats,
+        precision=args.precision,
+        layout=args.layout,
+        compare=args.compare,
+        dream_repeats=args.dream_repeats,
     )
     if args.json:
         for r in rows_:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "CorruptImageError",
+    "DeviceMemoryError",
     "DreamCancelled",
     "DreamError",
     "ImageError",
@@ -86,6 +87,10 @@ class WeightsError(DreamError):
 
 class WeightsUnavailableError(WeightsError):
     """Weights are not on this machine and cannot be downloaded."""
+
+
+class DeviceMemoryError(DreamError):
+    """The device ran out of memory even with the smallest tile."""
 
 
 class DreamCancelled(DreamError):

@@ -43,6 +43,7 @@ class DreamOverrides(BaseModel):
     model: str | None = Field(None, min_length=1, max_length=64)
     max_size: int | None = Field(None, ge=32, le=8192)
     tile_size: int | None = Field(None, ge=64, le=8192)
+    precision: Literal["auto", "fp32", "bf16"] | None = None
     channel: str | None = Field(
         None, max_length=64, description="LAYER:INDEX[,INDEX...] or INDEX[,...]: amplify channels"
     )

@@ -7,6 +7,7 @@ a mid layer never pays for the classifier. Models load once per process and devi
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import urllib.error
@@ -102,11 +103,18 @@ class DreamNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.order = {n: i for i, n in enumerate(self.names)}
+        self.memory_format = torch.contiguous_format
         self.eval()
         self.requires_grad_(False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def channels_last(self) -> DreamNet:
+        """A copy whose weights and activations use the channels_last layout."""
+        net = copy.deepcopy(self).to(memory_format=torch.channels_last)
+        net.memory_format = torch.channels_last
+        return net
 
     def forward(self, x: torch.Tensor, layers: Collection[str]) -> dict[str, torch.Tensor]:
         return self.run_from(self.normalize(x), None, layers)
@@ -142,7 +150,7 @@ class DreamNet(nn.Module):
 
 _REGISTRY: dict[str, ModelInfo] = {}
 _WEIGHTS_FILES: dict[str, Path] = {}
-_LOADED: dict[tuple[str, str, str], DreamNet] = {}
+_LOADED: dict[tuple[str, str, str, str], DreamNet] = {}
 _LOCK = threading.Lock()
 
 
@@ -170,19 +178,28 @@ def set_weights_file(name: str, path: str | Path) -> None:
 
 
 def load_model(
-    name: str, device: str | torch.device = "cpu", weights: str | Path | None = None
+    name: str,
+    device: str | torch.device = "cpu",
+    weights: str | Path | None = None,
+    *,
+    layout: Literal["nchw", "channels_last"] = "nchw",
 ) -> DreamNet:
-    """The network `name` on `device`, built once per process and reused afterwards."""
+    """The network `name` on `device` in `layout`, built once per process and reused afterwards."""
     info = get_model(name)
     weights = weights or _WEIGHTS_FILES.get(name)
     dev = torch.device(device)
-    key = (name, str(dev), str(weights or ""))
+    key = (name, str(dev), str(weights or ""), "nchw")
     with _LOCK:
         net = _LOADED.get(key)
         if net is None:
             log.info("loading model %s on %s", name, dev)
             net = info.build(Path(weights) if weights else None).to(dev)
             _LOADED[key] = net
+        if layout == "channels_last":
+            plain = net
+            net = _LOADED.get((*key[:3], layout))
+            if net is None:
+                net = _LOADED[(*key[:3], layout)] = plain.channels_last()
     return net
 
 

@@ -45,7 +45,8 @@ class Preset(BaseModel):
     jitter: int = Field(32, ge=0, le=256)
     strength: float = Field(1.0, ge=0.1, le=4.0)
     max_size: int = Field(1024, ge=32, le=8192)
-    tile_size: int = Field(2048, ge=64, le=8192)
+    tile_size: int | None = Field(None, ge=64, le=8192)  # None: chosen from free memory
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
 
     @property
     def layers(self) -> list[str]:

@@ -26,6 +26,7 @@ from .images import (
 from .jobs import JobResult, JobSpec, Progress
 from .models import DreamNet, load_model
 from .objectives import Objective, channels, classes, guide, layer
+from .precision import default_layout
 from .presets import PRESETS, Preset, Term, resolve
 
 __all__ = [
@@ -48,8 +49,9 @@ def default_device() -> str:
 
 def warm_up(models: Sequence[str], device: str | None = None) -> None:
     """Load each model into this process's cache, so the first job pays nothing for it."""
+    dev = device or default_device()
     for name in models:
-        load_model(name, device or default_device())
+        load_model(name, dev, layout=default_layout(dev))
 
 
 def build_objective(preset: Preset, net: DreamNet, guide_image: Image.Image | None) -> Objective:
@@ -88,6 +90,7 @@ def dream_params(preset: Preset, seed: int) -> DreamParams:
         step_size=preset.step_size * preset.strength,
         jitter=preset.jitter,
         tile_size=preset.tile_size,
+        precision=preset.precision,
         seed=seed,
     )
 
@@ -103,7 +106,8 @@ def dream_image(
     should_cancel: Callable[[], bool] | None = None,
 ) -> Image.Image:
     """Dream an RGB picture; above `max_size` it dreams at the cap and adds the detail back up."""
-    net = load_model(preset.model, device or default_device())
+    dev = device or default_device()
+    net = load_model(preset.model, dev, layout=default_layout(dev))
     objective = build_objective(preset, net, guide_image)
     params = dream_params(preset, seed)
     work = cap_side(rgb, preset.max_size)
@@ -145,11 +149,17 @@ def dream_decoded(
     spec: JobSpec,
     *,
     device: str | None = None,
+    precision: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> tuple[Image.Image, Preset, int]:
-    """Resolve the spec and dream a decoded picture; returns the picture, the preset and the seed."""
+    """Resolve the spec and dream a decoded picture; returns the picture, the preset and the seed.
+
+    `precision` is the operator's choice (the pool's); a job's own override still wins.
+    """
     preset, guide_image, seed = resolve_spec(spec)
+    if precision is not None and spec.overrides.precision is None:
+        preset = preset.model_copy(update={"precision": precision})
     out = dream_image(
         decoded.rgb,
         preset,
@@ -167,6 +177,7 @@ def run_job(
     spec: JobSpec,
     *,
     device: str | None = None,
+    precision: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> JobResult:
@@ -187,7 +198,12 @@ def run_job(
     start = time.perf_counter()
     decoded = decode_image(image)
     out, preset, seed = dream_decoded(
-        decoded, spec, device=device, progress=progress, should_cancel=should_cancel
+        decoded,
+        spec,
+        device=device,
+        precision=precision,
+        progress=progress,
+        should_cancel=should_cancel,
     )
     data, fmt = encode_image(out, decoded.alpha, budget=spec.output_budget)
     return JobResult(

@@ -1,0 +1,91 @@
+"""Precision and memory layout: which arithmetic the network runs in, chosen per device.
+
+`auto` means bf16 autocast where the hardware does bf16 natively (CUDA cards that support it,
+CPUs with AVX512-BF16 or AMX), fp32 elsewhere: emulated bf16 on an AVX2 CPU measured 5x slower
+than fp32. Only the network runs in bf16; the image, the step arithmetic and the pixel gradient
+stay fp32 (autocast casts on the way in, the gradient w.r.t. the fp32 input comes back fp32).
+
+Layout: channels_last measured faster on the CPU (about 2x for EfficientNet-Lite0's depthwise
+convolutions, 2 cores) and is the layout of the tensor-core kernels on CUDA with bf16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .errors import InvalidParameterError
+
+__all__ = [
+    "PRECISIONS",
+    "Layout",
+    "Precision",
+    "autocast",
+    "cpu_has_native_bf16",
+    "default_layout",
+    "resolve_layout",
+    "resolve_precision",
+]
+
+Precision = Literal["auto", "fp32", "bf16"]
+Layout = Literal["auto", "nchw", "channels_last"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs that do bf16 arithmetic in hardware (AVX512-BF16 or AMX-BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
+    """The dtype the network runs in for `precision` on `device` (fp32 or bf16)."""
+    if precision not in PRECISIONS:
+        raise InvalidParameterError(
+            f"Unknown precision {precision!r}. Valid: {', '.join(PRECISIONS)}."
+        )
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if dev.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_layout(device: torch.device | str) -> Literal["nchw", "channels_last"]:
+    """The layout measured fastest on this kind of device (see the module docstring)."""
+    return "channels_last" if torch.device(device).type in ("cpu", "cuda") else "nchw"
+
+
+def resolve_layout(layout: str, device: torch.device | str) -> Literal["nchw", "channels_last"]:
+    if layout == "auto":
+        return default_layout(device)
+    if layout not in ("nchw", "channels_last"):
+        raise InvalidParameterError(f"Unknown layout {layout!r}. Valid: auto, nchw, channels_last.")
+    return layout  # type: ignore[return-value]
+
+
+def autocast(
+    device: torch.device, dtype: torch.dtype, *, cache: bool = True
+) -> contextlib.AbstractContextManager[object]:
+    """Run the network in `dtype` (a no-op for fp32). `cache=False` inside CUDA graph capture."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
