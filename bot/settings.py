@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -78,6 +78,9 @@ class Settings(BaseSettings):
         default_factory=list, description="e.g. cuda:0,cuda:1; empty: every GPU found, else CPU"
     )
     workers_per_device: int = Field(1, ge=1, le=16)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="the network's arithmetic: auto = bf16 where the hardware has it"
+    )
     cpu_workers: int | None = Field(None, ge=0, le=64)
     torch_threads: int | None = Field(None, ge=1, le=256)
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["efficientnet_lite0"])

@@ -11,3 +11,14 @@ pytest_plugins = [
     "fakediscord.fixtures",  # the loopback Discord: fake_discord, bot_runner
     "pgserver",  # a real PostgreSQL server: postgres_server
 ]
+
+
+def pytest_report_header() -> str:
+    """Say where the dreams of this run happen: on a GPU machine the tests must run on CUDA."""
+    import torch
+
+    from dreamcore.runner import default_device
+
+    dev = default_device()
+    name = f" ({torch.cuda.get_device_name()})" if dev == "cuda" else ""
+    return f"dream device: {dev}{name}"

@@ -97,10 +97,15 @@ def test_pool_config_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DREAMBOT_DEVICES", "cpu")
     monkeypatch.setenv("DREAMBOT_MAX_JOBS_PER_USER", "2")
     monkeypatch.setenv("DREAMBOT_MAX_QUEUE", "5")
+    monkeypatch.setenv("DREAMBOT_PRECISION", "bf16")
     config = pool_config(Settings())
     assert config.devices == ("cpu",)
     assert config.max_per_owner == 2
     assert config.max_queue == 5
+    assert config.precision == "bf16"
+    monkeypatch.setenv("DREAMBOT_PRECISION", "fp16")
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_env_example_lists_every_setting() -> None:

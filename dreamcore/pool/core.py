@@ -74,6 +74,7 @@ from ..errors import (
 )
 from ..images import estimate_job_bytes
 from ..jobs import JobResult, JobSpec, Progress
+from ..precision import PRECISIONS
 from ..presets import PRESETS, resolve
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class PoolConfig:
     # Each worker's memory for one job above its idle size; a job estimated to need more is
     # refused at submit, so N workers cannot take the machine down together. None: no check.
     worker_memory_bytes: int | None = None
+    precision: str | None = None  # auto/fp32/bf16 for jobs that name none; None: the preset's
 
     def __post_init__(self) -> None:
         if self.workers_per_device < 1 or (self.cpu_workers is not None and self.cpu_workers < 1):
@@ -134,6 +136,10 @@ class PoolConfig:
             raise InvalidParameterError("timeouts must be positive")
         if self.worker_memory_bytes is not None and self.worker_memory_bytes <= 0:
             raise InvalidParameterError("worker_memory_bytes must be positive (or None)")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InvalidParameterError(
+                f"Unknown precision {self.precision!r}. Valid: {', '.join(PRECISIONS)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -513,6 +519,10 @@ class DreamPool:
         if len(self._queue) >= self.config.max_queue and self._pick_worker() is None:
             self._counts["rejected"] += 1
             raise PoolBusyError(len(self._queue))
+        if self.config.precision is not None and spec.overrides.precision is None:
+            # The operator's precision, for every backend: it travels inside the spec.
+            overrides = spec.overrides.model_copy(update={"precision": self.config.precision})
+            spec = spec.model_copy(update={"overrides": overrides})
         job = Job(self, bytes(image), spec, owner, timeout)
         self._active[job.id] = job
         if owner is not None:
