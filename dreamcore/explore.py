@@ -128,6 +128,7 @@ def explore_cells(
         plans.append((f"{name} · {layer_grows(info, name)}", name, layer_preset))
     for name in presets:
         p = resolve(PRESETS[name], DreamOverrides(model=base.model))
+        p = p.model_copy(update={"precision": base.precision})
         plans.append((f"{name} · preset", None, p))
     if explore.top_channels:
         name = explore.top_channels
@@ -196,6 +197,7 @@ def run_explore(
     spec: JobSpec,
     *,
     device: str | None = None,
+    precision: str | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> JobResult:
@@ -204,6 +206,8 @@ def run_explore(
     start = time.perf_counter()
     decoded = decode_image(image)
     base, _, seed = resolve_spec(spec.model_copy(update={"guide": None}))
+    if precision is not None and spec.overrides.precision is None:  # the pool's choice
+        base = base.model_copy(update={"precision": precision})
     cells = explore_cells(
         decoded.rgb,
         base,

@@ -188,12 +188,24 @@ def run_job(
     if spec.zoom is not None:
         from .zoom import run_zoom
 
-        return run_zoom(image, spec, device=device, progress=progress, should_cancel=should_cancel)
+        return run_zoom(
+            image,
+            spec,
+            device=device,
+            precision=precision,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
     if spec.explore is not None:
         from .explore import run_explore
 
         return run_explore(
-            image, spec, device=device, progress=progress, should_cancel=should_cancel
+            image,
+            spec,
+            device=device,
+            precision=precision,
+            progress=progress,
+            should_cancel=should_cancel,
         )
     start = time.perf_counter()
     decoded = decode_image(image)

@@ -101,6 +101,7 @@ def run_zoom(
     spec: JobSpec,
     *,
     device: str | None = None,
+    precision: str | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> JobResult:
@@ -109,6 +110,8 @@ def run_zoom(
     start = time.perf_counter()
     decoded = decode_image(image)
     preset, guide_image, seed = resolve_spec(spec)
+    if precision is not None and spec.overrides.precision is None:  # the pool's choice
+        preset = preset.model_copy(update={"precision": precision})
     frames = zoom_frames(
         decoded.rgb,
         preset,
