@@ -71,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
     b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
     b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
+    b.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="with --pool: ray compares Ray actors with local processes, same jobs, same run",
+    )
+    b.add_argument(
+        "--ray-address", help="with --backend ray: join this cluster (default: start one here)"
+    )
     return p
 
 
@@ -289,6 +298,21 @@ def _bench(args: argparse.Namespace) -> int:
         raise DreamError(
             f"--sizes must be integers separated by commas, not {args.sizes!r}"
         ) from None
+    if args.pool and args.backend == "ray":
+        from .pool.raybench import format_table as ray_table
+        from .pool.raybench import run_ray_benchmark
+
+        workers = [int(w) for w in args.workers.split(",")]
+        rows = run_ray_benchmark(
+            workers,
+            args.jobs,
+            sizes[0],
+            args.preset,
+            threads=args.threads,
+            address=args.ray_address,
+        )
+        print("\n".join(json.dumps(r) for r in rows) if args.json else ray_table(rows))
+        return 0
     if args.pool:
         from .poolbench import format_table as pool_table
         from .poolbench import run_pool_benchmark
