@@ -20,9 +20,10 @@ from discord.ext import commands
 
 from .cogs import EXTENSIONS
 from .errors import PoliteError
+from .replies import ChannelReply
 from .service import DreamService
 from .settings import Settings
-from .store import Store
+from .store import DreamRecord, Store
 from .views import CancelButton, DreamActionButton
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class DreamBot(commands.Bot):
         self.sync_commands = sync_commands
         self.dreams = DreamService(settings=settings, store=store, pool=pool, session=session)
         self._janitor: asyncio.Task[None] | None = None
+        self._resumer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<DreamBot user={self.user!s} guilds={len(self.guilds)}>"
@@ -114,9 +116,7 @@ class DreamBot(commands.Bot):
                 "(@%s dream dogs); /dream, the 'Dream this image' menu and buttons work as usual.",
                 self.user.name if self.user else "bot",
             )
-        lost = await self.store.fail_unfinished()
-        if lost:
-            log.info("%d dreams of a previous run never finished; marked failed", lost)
+        self._resumer = asyncio.create_task(self._resume_dreams(), name="dreambot-resume")
         self.add_dynamic_items(DreamActionButton, CancelButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -152,6 +152,28 @@ class DreamBot(commands.Bot):
         except discord.HTTPException as exc:
             log.warning("Could not report a command error: %s", exc)
 
+    async def _resume_dreams(self) -> None:
+        """Once connected, dream what the previous run left queued (or say it was dropped)."""
+        await self.wait_until_ready()
+        records = await self.store.unfinished_dreams()
+        if records:
+            log.info("Picking up %d dreams a previous run left queued", len(records))
+        for record in records:
+            try:
+                await self.dreams.resume(record, self._reply_in_channel(record))
+            except Exception:
+                log.exception("Could not resume dream %s", record.id)
+
+    def _reply_in_channel(self, record: DreamRecord) -> ChannelReply | None:
+        channel = self.get_channel(record.channel_id) if record.channel_id else None
+        if not isinstance(channel, discord.abc.Messageable):
+            return None
+        guild = getattr(channel, "guild", None)
+        owner = guild.get_member(record.owner_id) if guild is not None else None
+        return ChannelReply(
+            channel, owner or self.get_user(record.owner_id) or discord.Object(record.owner_id)
+        )
+
     async def _prune_sources(self) -> None:
         """Forget input images past their retention, now and then."""
         while True:
@@ -163,10 +185,11 @@ class DreamBot(commands.Bot):
             await asyncio.sleep(_PRUNE_EVERY_S)
 
     async def close(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._janitor
+        for task in (self._janitor, self._resumer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.dreams.close()
         await super().close()
 

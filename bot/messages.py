@@ -32,11 +32,13 @@ from .store import LimitReached
 
 __all__ = [
     "EMBED_COLOUR",
+    "dropped_text",
     "help_embed",
     "info_text",
     "like_text",
     "limit_text",
     "no_image_text",
+    "paused_text",
     "polite_error",
     "presets_embed",
     "progress_text",
@@ -139,6 +141,17 @@ def like_text(prefix: str) -> str:
     )
 
 
+def paused_text(label: str) -> str:
+    return f"⏸️ I'm restarting: your `{label}` dream is saved and will continue when I'm back."
+
+
+def dropped_text(label: str, prefix: str) -> str:
+    return (
+        f"I restarted before your `{label}` dream could run, and it was dropped; "
+        f"please ask again with `{prefix}dream` or `/dream`."
+    )
+
+
 def done_text(label: str, elapsed_s: float) -> str:
     return f"✅ Dreamed `{label}` in {elapsed_s:.1f} s."
 
@@ -156,7 +169,9 @@ def result_embed(label: str, result: JobResult, owner: discord.abc.User) -> disc
         embed.description = f"{embed.description} · {result.frames} frames"
     else:
         embed.set_image(url=f"attachment://{result.filename}")
-    embed.set_footer(text=f"Dreamed for {owner.display_name}")
+    name = getattr(owner, "display_name", None)  # a resumed dream may know only the owner's id
+    if name:
+        embed.set_footer(text=f"Dreamed for {name}")
     return embed
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import discord
 from discord.utils import MISSING
 
-__all__ = ["InteractionReply", "MessageReply", "Reply"]
+__all__ = ["ChannelReply", "InteractionReply", "MessageReply", "Reply"]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class InteractionReply(Reply):
         elif self.token_alive():
             await self.interaction.edit_original_response(content=text, view=None)
         elif self.channel is not None:
-            await self.channel.send(f"{self.user.mention} {text}", allowed_mentions=_MENTION_USER)
+            await self.channel.send(f"{self._mention} {text}", allowed_mentions=_MENTION_USER)
 
     async def progress(self, text: str, *, view: discord.ui.View | None = MISSING) -> None:
         if not self.interaction.response.is_done():
@@ -160,7 +160,57 @@ class InteractionReply(Reply):
             )
             return None
         return await self.channel.send(
-            f"{self.user.mention}, your dream is ready.",
+            f"{self._mention}, your dream is ready.",
+            embed=embed,
+            file=file,
+            view=view,
+            allowed_mentions=_MENTION_USER,
+        )
+
+
+class ChannelReply(Reply):
+    """A dream picked up after a restart: its command is gone, so it speaks in the channel."""
+
+    def __init__(
+        self, channel: discord.abc.Messageable, user: discord.abc.User | discord.Object
+    ) -> None:
+        """`user` may be a bare `discord.Object`: without the members intent, none is cached."""
+        self.channel = channel
+        self.user = user  # type: ignore[assignment]
+        self.guild = getattr(channel, "guild", None)
+        self._mention = f"<@{user.id}>"
+        self._progress: discord.Message | None = None
+
+    @property
+    def filesize_limit(self) -> int:
+        if self.guild is not None:
+            return self.guild.filesize_limit
+        return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+
+    async def ack(self) -> None:
+        """Nobody is waiting on an acknowledgement."""
+
+    async def error(self, text: str) -> None:
+        if self._progress is not None:
+            await self.progress(text, view=None)
+            return
+        await self.channel.send(f"{self._mention} {text}", allowed_mentions=_MENTION_USER)
+
+    async def progress(self, text: str, *, view: discord.ui.View | None = MISSING) -> None:
+        if self._progress is None:
+            self._progress = await self.channel.send(
+                f"{self._mention} {text}",
+                allowed_mentions=_QUIET,
+                view=view if view is not None else MISSING,
+            )
+        else:
+            self._progress = await self._progress.edit(content=f"{self._mention} {text}", view=view)
+
+    async def result(
+        self, *, embed: discord.Embed, file: discord.File, view: discord.ui.View
+    ) -> discord.Message | None:
+        return await self.channel.send(
+            f"{self._mention}, your dream is ready.",
             embed=embed,
             file=file,
             view=view,

@@ -38,9 +38,11 @@ from dreamcore.presets import resolve
 from .errors import PoliteError
 from .messages import (
     done_text,
+    dropped_text,
     like_text,
     limit_text,
     no_image_text,
+    paused_text,
     polite_error,
     progress_text,
     result_embed,
@@ -99,6 +101,7 @@ class ActiveDream:
     reply: Reply
     task: asyncio.Task[None] | None = None
     started: bool = False
+    suspended: bool = False  # withdrawn at shutdown: stays queued in the store for the next start
 
 
 class DreamService:
@@ -380,7 +383,7 @@ class DreamService:
     async def _follow(self, dream: ActiveDream) -> None:
         """Events -> one throttled progress message -> the image, or one polite sentence."""
         reporter = _Reporter(dream.reply, self.settings.progress_interval_s)
-        status = "failed"
+        status: DreamStatus | None = "failed"
         try:
             await reporter.show(
                 progress_text(position=self.pool.queue_position(dream.job.id), label=dream.label),
@@ -407,13 +410,17 @@ class DreamService:
                         break
             result = await dream.job.result()
         except asyncio.CancelledError:
-            status = "cancelled"
+            status = None if dream.suspended else "cancelled"
             with contextlib.suppress(Exception):
                 await dream.job.cancel()
             raise
         except JobCancelledError:
-            status = "cancelled"
-            await reporter.finish("✖️ Dream cancelled.")
+            if dream.suspended:
+                status = None  # still queued in the store: the next start dreams it
+                await reporter.finish(paused_text(dream.label))
+            else:
+                status = "cancelled"
+                await reporter.finish("✖️ Dream cancelled.")
         except Exception as exc:
             await reporter.finish(f"⚠️ {polite_error(exc)}")
         else:
@@ -423,8 +430,9 @@ class DreamService:
         finally:
             self.active.pop(dream.id, None)
             reporter.stop()
-            with contextlib.suppress(Exception):
-                await self.store.finish_dream(dream.id, status)  # type: ignore[arg-type]
+            if status is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.finish_dream(dream.id, status)
 
     async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
         embed = result_embed(dream.label, result, dream.reply.user)
@@ -452,13 +460,47 @@ class DreamService:
 
     # --- shutting down -----------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Stop following dreams (the pool ends them); no new ones are taken."""
+    async def close(self, grace_s: float | None = None) -> None:
+        """Stop taking dreams; running ones get `grace_s` to finish and be delivered.
+
+        Dreams still queued (or still running after the grace) are withdrawn from the pool but
+        stay queued in the store with their photo, and the member is told they will continue:
+        the next start picks them up (`resume`). Without a stored photo they cannot be resumed,
+        so they are dropped, and the member is told how to ask again.
+        """
         self._closing = True
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        for dream in [d for d in self.active.values() if not d.started]:
+            await self._suspend(dream)
+        running = [d.task for d in self.active.values() if d.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for dream in list(self.active.values()):
+            await self._suspend(dream)
         tasks = [d.task for d in self.active.values() if d.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=5.0)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _suspend(self, dream: ActiveDream) -> None:
+        dream.suspended = self.settings.source_retention_h > 0  # else: dropped, and said so
+        with contextlib.suppress(Exception):
+            await dream.job.cancel()
+
+    async def resume(self, record: DreamRecord, reply: Reply | None) -> None:
+        """Dream again a request the previous run stored as queued; or say plainly it is lost."""
+        if reply is None or record.source is None:
+            await self.release(record.id, "failed")
+            if reply is not None:
+                await self._say(reply, dropped_text(record.label, self.settings.command_prefix))
+            return
+        try:
+            await self._submit(reply, record, record.source)
+        except Exception as exc:
+            await self.release(record.id, "failed")
+            await self._say(reply, polite_error(exc))
 
 
 def _is_cancel(exc: BaseException) -> bool:

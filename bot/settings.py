@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["efficientnet_lite0"])
     max_queue: int = Field(32, ge=1, le=10_000, description="dreams waiting in the whole bot")
     job_timeout_s: float = Field(300.0, gt=0)
+    shutdown_grace_s: float = Field(
+        20.0, ge=0, description="on SIGTERM, how long running dreams may take to finish"
+    )
     worker_memory_gib: float | None = Field(
         3.0, gt=0, description="memory one dream may use above an idle worker; larger: refused"
     )

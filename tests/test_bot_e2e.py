@@ -128,6 +128,7 @@ class Harness:
             "daily_quota": 0,
             "max_image_side": 64,
             "max_jobs_per_user": 3,
+            "shutdown_grace_s": 5.0,
             "health_enabled": False,
             "models": ["efficientnet_lite0"],
             **changes,
@@ -719,6 +720,65 @@ async def test_buttons_pressed_at_once_go_through_the_same_limits(
 
     await eventually(lambda: all(said(c) for c in clicks), what="both buttons answered")
     assert sorted(said(c) or "" for c in clicks) == ["cooldown", "dream"]
+
+
+# --- restarts ----------------------------------------------------------------------------------
+
+
+async def test_a_restart_with_dreams_running_and_queued_answers_each_exactly_once(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """The running dream finishes within the grace period; the queued ones are stored, the
+    members told they will continue, and the next start (same database) dreams them."""
+    await harness.start(max_image_side=96, shutdown_grace_s=30.0)
+    people = [fake.add_user(f"restart{i}") for i in range(4)]
+    for person in people:
+        fake.add_member(fake.guild, person)
+    asked = [await ask(fake, "!dream dogs steps=40 octaves=2", author=person) for person in people]
+    await eventually(
+        lambda: any(m["content"].startswith("🌀") for m in replies_to(fake, asked[0])),
+        what="the first dream to run",
+    )
+    await harness.restart(max_image_side=96)
+
+    def images_for(person: dict[str, Any], message: dict[str, Any]) -> list[dict[str, Any]]:
+        mention = f"<@{person['id']}>"
+        return [
+            m
+            for m in with_files(list(fake.messages.values()))
+            if m["author"]["id"] == fake.bot_user["id"]
+            and (m in replies_to(fake, message) or m["content"].startswith(mention))
+        ]
+
+    await eventually(
+        lambda: all(images_for(p, m) for p, m in zip(people, asked, strict=True)),
+        timeout=90,
+        what="every dream, after the restart",
+    )
+    await _pool_idle(harness.pool)
+    await asyncio.sleep(0.5)  # nothing more may come
+    assert [len(images_for(p, m)) for p, m in zip(people, asked, strict=True)] == [1] * 4
+    assert with_files(replies_to(fake, asked[0])), "the running one finished before the stop"
+    for message in asked[1:]:
+        assert any("will continue" in m["content"] for m in replies_to(fake, message))
+    assert harness.bot is not None
+    assert await harness.bot.store.unfinished_dreams() == []
+
+
+async def test_a_queued_dream_without_its_stored_photo_is_dropped_and_the_member_told(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    await harness.start(max_image_side=96, source_retention_h=0)
+    first = await ask(fake, "!dream dogs steps=40 octaves=2")
+    second = await ask(fake, "!dream dogs", author=fake.bob)
+    await eventually(lambda: replies_to(fake, second), what="the second to be queued")
+    await harness.restart(max_image_side=96, source_retention_h=0)
+    await dream_result(fake, first)
+    said = await eventually(
+        lambda: [m for m in replies_to(fake, second) if "ask again" in m["content"]],
+        what="the dropped dream's sentence",
+    )
+    assert len(said) == 1 and not with_files(replies_to(fake, second))
 
 
 # --- without the Message Content intent -------------------------------------------------------
