@@ -134,7 +134,7 @@ class InteractionReply(Reply):
         elif self.token_alive():
             await self.interaction.edit_original_response(content=text, view=None)
         elif self.channel is not None:
-            await self.channel.send(f"{self._mention} {text}", allowed_mentions=_MENTION_USER)
+            await self.channel.send(f"{self.user.mention} {text}", allowed_mentions=_MENTION_USER)
 
     async def progress(self, text: str, *, view: discord.ui.View | None = MISSING) -> None:
         if not self.interaction.response.is_done():
@@ -160,7 +160,7 @@ class InteractionReply(Reply):
             )
             return None
         return await self.channel.send(
-            f"{self._mention}, your dream is ready.",
+            f"{self.user.mention}, your dream is ready.",
             embed=embed,
             file=file,
             view=view,

@@ -418,6 +418,8 @@ class DreamService:
             if dream.suspended:
                 status = None  # still queued in the store: the next start dreams it
                 await reporter.finish(paused_text(dream.label))
+            elif self._closing:  # withdrawn at shutdown with no photo kept to resume it
+                await reporter.finish(dropped_text(dream.label, self.settings.command_prefix))
             else:
                 status = "cancelled"
                 await reporter.finish("✖️ Dream cancelled.")

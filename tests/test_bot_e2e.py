@@ -730,7 +730,7 @@ async def test_a_restart_with_dreams_running_and_queued_answers_each_exactly_onc
 ) -> None:
     """The running dream finishes within the grace period; the queued ones are stored, the
     members told they will continue, and the next start (same database) dreams them."""
-    await harness.start(max_image_side=96, shutdown_grace_s=30.0)
+    await harness.start(max_image_side=96, shutdown_grace_s=60.0)
     people = [fake.add_user(f"restart{i}") for i in range(4)]
     for person in people:
         fake.add_member(fake.guild, person)
@@ -768,9 +768,13 @@ async def test_a_restart_with_dreams_running_and_queued_answers_each_exactly_onc
 async def test_a_queued_dream_without_its_stored_photo_is_dropped_and_the_member_told(
     fake: FakeDiscord, harness: Harness
 ) -> None:
-    await harness.start(max_image_side=96, source_retention_h=0)
+    await harness.start(max_image_side=96, source_retention_h=0, shutdown_grace_s=60.0)
     first = await ask(fake, "!dream dogs steps=40 octaves=2")
-    second = await ask(fake, "!dream dogs", author=fake.bob)
+    await eventually(
+        lambda: any(m["content"].startswith("🌀") for m in replies_to(fake, first)),
+        what="the first dream to run",
+    )
+    second = await ask(fake, "!dream dogs", author=fake.bob)  # queued behind it: one worker
     await eventually(lambda: replies_to(fake, second), what="the second to be queued")
     await harness.restart(max_image_side=96, source_retention_h=0)
     await dream_result(fake, first)
