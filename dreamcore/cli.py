@@ -54,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     la = sub.add_parser("layers", help="list a model's dreamable layers")
     la.add_argument("--model", default="efficientnet_lite0")
 
+    g = sub.add_parser("gallery", help="dream the same photos with every preset (README gallery)")
+    g.add_argument(
+        "photos",
+        nargs="*",
+        type=Path,
+        default=[
+            Path("assets/rocket.jpg"),
+            Path("assets/astronaut.png"),
+            Path("assets/camera.png"),
+        ],
+    )
+    g.add_argument("-o", "--out-dir", type=Path, default=Path("assets/gallery"))
+    g.add_argument("-p", "--presets", help="comma-separated (default: all but guide)")
+    g.add_argument("--size", type=int, default=320, help="longer side of each picture")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--device")
+
     b = sub.add_parser("bench", help="time a dream step against the floor (or the pool)")
     b.add_argument("--model")
     b.add_argument("-p", "--preset", default="dogs")
@@ -100,6 +117,11 @@ def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("--weights", type=Path, help="a local weights file for --model")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--precision", choices=PRECISIONS, help="the network's arithmetic (auto)")
+    p.add_argument(
+        "--colour",
+        choices=["keep", "free"],
+        help="keep: dream brightness only, the photo keeps its colours (default for grey photos)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -148,6 +170,7 @@ def _overrides(args: argparse.Namespace) -> DreamOverrides:
         max_size=args.max_size,
         tile_size=args.tile_size,
         precision=args.precision,
+        colour=args.colour,
     )
 
 
@@ -291,6 +314,26 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery(args: argparse.Namespace) -> int:
+    from .gallery import make_gallery
+    from .presets import PRESETS
+
+    names = [n.strip() for n in args.presets.split(",")] if args.presets else list(PRESETS)
+    for name in names:
+        JobSpec(preset=name)  # an unknown name fails here, with the closest one
+    table = make_gallery(
+        args.photos,
+        names,
+        args.out_dir,
+        side=args.size,
+        seed=args.seed,
+        device=args.device,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    print(table)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -352,6 +395,7 @@ _COMMANDS = {
     "explore": _explore,
     "presets": _presets,
     "layers": _layers,
+    "gallery": _gallery,
     "bench": _bench,
 }
 

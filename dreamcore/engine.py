@@ -11,8 +11,15 @@ Choices, each made by looking at the pictures (see DREAM_NOTES.md):
   gradient there is scaled to unit mean magnitude before the weights apply, and one backward
   pass carries the sum to the pixels (not one pass per term);
 - big images are processed in overlapping tiles, the tile grid shifting with the jitter, so
-  memory is bounded and no seam stays put long enough to show. On CUDA the tile is chosen from
-  the free memory, and an out-of-memory error halves it instead of failing the dream.
+  memory is bounded and no seam stays put long enough to show (on CUDA the tile is chosen from
+  the free memory, and an out-of-memory error halves it instead of failing the dream);
+- at coarse octaves smaller than the network's training size, the gradient is taken on a copy
+  scaled up to that size and carried back through the scaling: heads of the right size for the
+  network form there, not only their texture (`grad_side`);
+- the scene is anchored: after each step the coarse band of the change (below `anchor_side`
+  pixels) is pulled back towards the photo, so the layout survives (`anchor`);
+- `colour="keep"` steps luminance only; with `"free"` a pixel's colour step shrinks to nothing
+  where the photo is near black or white, so dark borders and highlights gain no tint.
 
 Execution (see precision.py): the network may run in bf16 autocast and channels_last; the
 image, the step arithmetic and the pixel gradient stay fp32.
@@ -24,6 +31,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,17 +44,21 @@ from .precision import PRECISIONS, autocast, resolve_precision
 
 __all__ = [
     "DreamParams",
+    "anchor_scene",
     "apply_step",
     "auto_tile_size",
     "damp_chroma",
     "dream",
     "gradient",
+    "keep_colour",
     "octave_sizes",
     "pyramid_normalize",
+    "tone_room",
 ]
 
 log = logging.getLogger(__name__)
 
+Colour = Literal["keep", "free"]
 ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
 
@@ -76,6 +88,11 @@ class DreamParams:
     chroma: float = 0.3
     pyramid_levels: int = 4
     min_octave_side: int = 48
+    colour: Colour = "free"
+    tone_margin: float = 0.1
+    grad_side: int = 0
+    anchor: float = 0.0
+    anchor_side: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +106,10 @@ class DreamParams:
             raise InvalidParameterError(
                 f"Unknown precision {self.precision!r}. Valid: {', '.join(PRECISIONS)}."
             )
+        if self.colour not in ("keep", "free"):
+            raise InvalidParameterError("colour must be 'keep' or 'free'")
+        if not 0.0 <= self.anchor <= 1.0:
+            raise InvalidParameterError("anchor must lie in 0..1")
 
 
 def octave_sizes(size: tuple[int, int], params: DreamParams) -> list[tuple[int, int]]:
@@ -137,15 +158,23 @@ def dream(
     for o, size in enumerate(sizes):
         octave_base = _resize(base, size)
         img = (octave_base + _resize(detail, size)).clamp_(0, 1)
+        # Colour room comes from the photo, not the dream: a black border stays uncoloured even
+        # where a dreamed head has brightened it.
+        room = tone_room(octave_base, params.tone_margin) if params.colour == "free" else None
         for s in range(params.steps):
             if should_cancel is not None and should_cancel():
                 raise DreamCancelled("dream cancelled")
-            img = _step(img, net, objective, params, gen, run)
+            img = _step(img, net, objective, params, gen, run, room)
+            if params.anchor:
+                img = anchor_scene(img, octave_base, params.anchor, params.anchor_side)
             done += 1
             if progress is not None:
                 progress(Progress(done / total, o + 1, len(sizes), s + 1, params.steps))
         detail = img - octave_base
-    return (base + detail).clamp_(0, 1)[0].to(image.device)
+    out = (base + detail).clamp_(0, 1)
+    if params.colour == "keep":
+        out = keep_colour(out, base)
+    return out[0].to(image.device)
 
 
 # Tiles: on the CPU the fixed size that bounds memory today; on CUDA as large as a share of the
@@ -211,14 +240,15 @@ def _step(
     params: DreamParams,
     gen: torch.Generator,
     run: Execution,
+    room: torch.Tensor | None,
 ) -> torch.Tensor:
     j = params.jitter
     dy, dx = (torch.randint(-j, j + 1, (2,), generator=gen).tolist()) if j else (0, 0)
     shifted = torch.roll(img, shifts=(dy, dx), dims=(2, 3))
-    g = run.gradient(shifted, net, objective)
+    g = scaled_gradient(shifted, params.grad_side, lambda t: run.gradient(t, net, objective))
     g = torch.roll(g, shifts=(-dy, -dx), dims=(2, 3))
     g = pyramid_normalize(g, params.pyramid_levels)
-    g = damp_chroma(g, params.chroma)
+    g = damp_chroma(g, params.chroma if room is not None else 0.0, room)
     g.mul_(params.step_size / (g.abs().mean() + 1e-8))
     return apply_step(img, g)
 
@@ -233,6 +263,42 @@ def apply_step(img: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     delta = step.add_(img).clamp_(0, 1).sub_(img)
     delta.sub_(_colour_part(delta.mean(dim=(2, 3)), 1.0)[:, :, None, None])
     return delta.add_(img).clamp_(0, 1)
+
+
+def anchor_scene(img: torch.Tensor, base: torch.Tensor, amount: float, side: int) -> torch.Tensor:
+    """Pull the coarse band of the change (below `side` pixels on the longer side) back to the photo.
+
+    The coarse band is the layout a viewer reads from across the room (where the sky, the cup, the
+    face are); the detail above it is where the dream lives. `amount` 1 removes that band entirely
+    at every step, 0 leaves the change alone.
+    """
+    h, w = img.shape[-2:]
+    s = side / max(h, w)
+    if s >= 1:
+        return img
+    small = (max(1, round(h * s)), max(1, round(w * s)))
+    low = _resize(img - base, small)
+    return img.sub_(_up(low, (h, w)).mul_(amount)).clamp_(0, 1)
+
+
+def scaled_gradient(
+    x: torch.Tensor, side: int, grad: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """The gradient, taken on a copy scaled up so its shorter side is at least `side`.
+
+    A network trained at 224 px recognises heads 50-150 px across; at a 100 px octave it only
+    finds their texture. Scaling the octave up for the gradient (and back, by autograd through
+    the bilinear resize) lets the coarse octaves grow whole heads.
+    """
+    h, w = x.shape[-2:]
+    if not side or min(h, w) >= side:
+        return grad(x)
+    s = side / min(h, w)
+    xs = x.detach().requires_grad_(True)
+    up = F.interpolate(xs, size=(round(h * s), round(w * s)), mode="bilinear", align_corners=False)
+    g_up = grad(up.detach())
+    (g,) = torch.autograd.grad(up, xs, grad_outputs=g_up)
+    return g
 
 
 ALIGN = 32  # the deepest stride of the zoo's networks
@@ -349,11 +415,39 @@ def _colour_part(rgb: torch.Tensor, scale: float) -> torch.Tensor:
     return rgb @ _colour_matrix(0.0, scale).to(rgb).T
 
 
-def damp_chroma(g: torch.Tensor, chroma: float) -> torch.Tensor:
+def keep_colour(img: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """The dream's brightness with the photo's own colour (Cb, Cr) put back.
+
+    Brightness-only steps still shift colour where a channel clips (a saturated orange loses
+    its blue floor); this restores the photo's chroma exactly, up to the final clamp.
+    """
+    m = _colour_matrix(1.0, 0.0).to(img)
+    luma = torch.einsum("ij,bjhw->bihw", m, img)
+    chroma = photo - torch.einsum("ij,bjhw->bihw", m, photo)
+    return luma.add_(chroma).clamp_(0, 1)
+
+
+def tone_room(img: torch.Tensor, margin: float) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1]: how much colour a pixel may take, 0 at black and white.
+
+    A colour step on a near-black pixel is half clamped away, and what lands is a tint (black
+    borders turned olive); near white likewise.
+    """
+    y = torch.einsum("c,bchw->bhw", _YCBCR[0].to(img), img)[:, None]
+    return torch.minimum(y, 1 - y).div_(margin).clamp_(0, 1)
+
+
+def damp_chroma(g: torch.Tensor, chroma: float, room: torch.Tensor | None = None) -> torch.Tensor:
     """Scale the colour (Cb, Cr) part of a step and remove its mean, keep its brightness part.
 
     Without the mean removal, small same-signed colour steps add up over hundreds of steps into
-    a cast over the whole picture (dark photos drift to green).
+    a cast over the whole picture (dark photos drift to green). `room` (from `tone_room`) scales
+    the colour part per pixel; `chroma` 0 steps brightness only (a grey photo stays grey).
     """
-    out = torch.einsum("ij,bjhw->bihw", _colour_matrix(1.0, chroma).to(g), g)
-    return out.sub_(_colour_part(g.mean(dim=(2, 3)), chroma)[:, :, None, None])
+    if room is None:
+        out = torch.einsum("ij,bjhw->bihw", _colour_matrix(1.0, chroma).to(g), g)
+        return out.sub_(_colour_part(g.mean(dim=(2, 3)), chroma)[:, :, None, None])
+    luma = torch.einsum("ij,bjhw->bihw", _colour_matrix(1.0, 0.0).to(g), g)
+    colour = torch.einsum("ij,bjhw->bihw", _colour_matrix(0.0, chroma).to(g), g).mul_(room)
+    colour.sub_(colour.mean(dim=(2, 3), keepdim=True))
+    return luma.add_(colour)

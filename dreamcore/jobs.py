@@ -44,6 +44,7 @@ class DreamOverrides(BaseModel):
     max_size: int | None = Field(None, ge=32, le=8192)
     tile_size: int | None = Field(None, ge=64, le=8192)
     precision: Literal["auto", "fp32", "bf16"] | None = None
+    colour: Literal["keep", "free"] | None = None
     channel: str | None = Field(
         None, max_length=64, description="LAYER:INDEX[,INDEX...] or INDEX[,...]: amplify channels"
     )

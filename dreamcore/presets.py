@@ -47,6 +47,10 @@ class Preset(BaseModel):
     max_size: int = Field(1024, ge=32, le=8192)
     tile_size: int | None = Field(None, ge=64, le=8192)  # None: chosen from free memory
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    colour: Literal["keep", "free"] | None = None  # None: keep for greyscale photos, else free
+    grad_side: int = Field(0, ge=0, le=1024)  # coarse octaves' gradient at this side (0: off)
+    anchor: float = Field(0.0, ge=0.0, le=1.0)  # how much of the layout's change to undo
+    anchor_side: int = Field(32, ge=4, le=1024)  # the layout: this many pixels on the long side
 
     @property
     def layers(self) -> list[str]:

@@ -9,10 +9,11 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
-from .engine import DreamParams, dream
+from .engine import Colour, DreamParams, dream
 from .errors import ImageError, InvalidParameterError
 from .images import (
     DecodedImage,
@@ -35,6 +36,7 @@ __all__ = [
     "dream_decoded",
     "dream_image",
     "dream_params",
+    "is_greyscale",
     "resolve_spec",
     "run_job",
     "warm_up",
@@ -81,8 +83,11 @@ def _term(t: Term, net: DreamNet, guide_image: Image.Image | None) -> tuple[floa
     return t.weight, guide(name, acts)
 
 
-def dream_params(preset: Preset, seed: int) -> DreamParams:
-    """The octave loop's settings for a preset (strength scales the step)."""
+def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamParams:
+    """The octave loop's settings for a preset (strength scales the step).
+
+    `colour` applies where the preset leaves it open (`dream_image` passes "keep" for grey photos).
+    """
     return DreamParams(
         octaves=preset.octaves,
         octave_scale=preset.octave_scale,
@@ -91,6 +96,10 @@ def dream_params(preset: Preset, seed: int) -> DreamParams:
         jitter=preset.jitter,
         tile_size=preset.tile_size,
         precision=preset.precision,
+        colour=preset.colour or colour,
+        grad_side=preset.grad_side,
+        anchor=preset.anchor,
+        anchor_side=preset.anchor_side,
         seed=seed,
     )
 
@@ -109,13 +118,20 @@ def dream_image(
     dev = device or default_device()
     net = load_model(preset.model, dev, layout=default_layout(dev))
     objective = build_objective(preset, net, guide_image)
-    params = dream_params(preset, seed)
     work = cap_side(rgb, preset.max_size)
+    # Judged on the working copy: a full-size int16 copy of an 8000 px photo would cost 240 MB.
+    params = dream_params(preset, seed, "keep" if is_greyscale(work) else "free")
     small = to_tensor(work)
     out = dream(small, net, objective, params, progress=progress, should_cancel=should_cancel)
     if work is rgb:
         return to_image(out)
     return add_detail(rgb, out.sub_(small))  # composed in uint8 strips: no full-size float copy
+
+
+def is_greyscale(rgb: Image.Image, tolerance: int = 2) -> bool:
+    """True when no pixel's channels differ by more than `tolerance` (of 255): a grey photo."""
+    arr = np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB")).astype(np.int16)
+    return int((arr.max(axis=2) - arr.min(axis=2)).max()) <= tolerance
 
 
 def _with_guide(preset: Preset) -> Preset:

@@ -119,3 +119,18 @@ def test_zoom_and_explore_write_by_the_output_suffix(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     with Image.open(sheet) as img:
         assert img.format == "JPEG" and img.width > 2 * 64
+
+
+def test_gallery_writes_one_row_per_preset_and_a_markdown_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = [str(ASSETS / "camera.png"), str(ASSETS / "coffee.png")]
+    args = ["gallery", *photos, "-o", str(tmp_path), "--size", "64"]
+    assert main([*args, "-p", "edges,default"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["photo", "edges", "default"]
+    for name in ("photo", "edges", "default"):
+        with Image.open(tmp_path / f"{name}.jpg") as row:
+            assert row.height == 64 and row.width > 2 * 64  # two photos side by side
+    assert main([*args, "-p", "dgos"]) == 2
+    assert "dogs" in capsys.readouterr().err

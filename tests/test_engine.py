@@ -140,3 +140,17 @@ def test_guide_image_features_grow_into_the_photo(net) -> None:  # type: ignore[
     assert likeness(x) < 0.4
     assert likeness(out) > 0.7  # the rocket now "looks like" the cat to the network
     assert likeness(out) > likeness(plain) + 0.2  # and not merely because it was dreamed
+
+
+def test_the_scene_anchor_keeps_the_coarse_layout_of_the_change_near_zero(net) -> None:  # type: ignore[no-untyped-def]
+    """With `anchor=1` the change has (almost) no band below `anchor_side` px; without, it has."""
+    x = tensor(photo("coffee.png", 128))
+    p = DreamParams(octaves=2, steps=4, step_size=0.02, seed=3)
+    free = dream(x, net, layer("blocks.4"), p)
+    kept = dream(x, net, layer("blocks.4"), DreamParams(**{**p.__dict__, "anchor": 1.0}))
+
+    def coarse(img: torch.Tensor) -> float:
+        return torch.nn.functional.adaptive_avg_pool2d(img - x, 8).abs().mean().item()
+
+    assert coarse(kept) < 0.5 * coarse(free), (coarse(kept), coarse(free))
+    assert (kept - x).abs().mean() > 0.5 * (free - x).abs().mean()  # the detail stays
