@@ -68,7 +68,7 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path: Path) -> None:
 def test_presets_and_layers_are_listed() -> None:
     presets = dreamcore("presets")
     assert presets.returncode == 0
-    assert {"dogs", "edges", "patterns", "objects"} <= {
+    assert {"dogs", "edges", "patterns", "shapes"} <= {
         line.split()[0] for line in presets.stdout.splitlines()
     }
     layers = dreamcore("layers")

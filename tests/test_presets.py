@@ -22,7 +22,7 @@ REQUIRED = {
     "buildings",
     "edges",
     "patterns",
-    "objects",
+    "shapes",
 }
 
 
@@ -38,9 +38,9 @@ def test_depth_presets_use_low_mid_and_high_layers() -> None:
     info = get_model("efficientnet_lite0")
     depth = {
         name: {info.layer(n).depth for n in PRESETS[name].layers}
-        for name in ("edges", "patterns", "objects")
+        for name in ("edges", "patterns", "shapes")
     }
-    assert depth == {"edges": {"low"}, "patterns": {"mid"}, "objects": {"high"}}
+    assert depth == {"edges": {"low"}, "patterns": {"mid"}, "shapes": {"high"}}
 
 
 def test_every_parameter_can_be_overridden() -> None:
