@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .engine import DreamParams, Execution, _step, dream
+from .engine import DreamParams, Execution, _step, dream, tone_room
 from .models import DreamNet, load_model
 from .objectives import Objective
 from .precision import autocast, resolve_layout, resolve_precision
@@ -88,7 +88,9 @@ class _Path:
     peak: float = 0.0
 
     def step(self, img: torch.Tensor, run: Execution, gen: torch.Generator) -> None:
-        _step(img[None], self.net, self.objective, self.params, gen, run)
+        # A dream computes the colour room once per octave; here once per step (under 1 ms).
+        room = tone_room(img[None], self.params.tone_margin)
+        _step(img[None], self.net, self.objective, self.params, gen, run, room)
 
     def floor(self, img: torch.Tensor, deepest: str) -> None:
         x = img[None].detach().requires_grad_(True)
