@@ -318,11 +318,12 @@ class Store:
         On PostgreSQL the transaction holds the member's and the server's advisory locks, so
         bot processes sharing the server cannot both take the last place.
         """
-        now = record.created_at or time.time()
         locks = [f"member:{record.owner_id}"]
         if record.guild_id is not None:
             locks.append(f"guild:{record.guild_id}")
         async with self._db.transaction(*locks) as q:
+            # Stamped once the locks are held: a reservation that waited for them starts now.
+            now = record.created_at or time.time()
             await _check_limits(q, record.owner_id, record.guild_id, limits, now, record.spec.cost)
             await _insert_dream(q, replace(record, status="queued", created_at=now), self.runner)
 

@@ -63,7 +63,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
         return torch.bfloat16
     dev = torch.device(device)
     if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # Measured on an H200: a whole 512 px dogs dream took 23 s in bf16 + channels_last
+        # against 1.2 s in fp32 NCHW, and four dog-quality tests failed in bf16. fp32 until the
+        # bf16 path is both faster and as good.
+        return torch.float32
     if dev.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
@@ -71,7 +74,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
 
 def default_layout(device: torch.device | str) -> Literal["nchw", "channels_last"]:
     """The layout measured fastest on this kind of device (see the module docstring)."""
-    return "channels_last" if torch.device(device).type in ("cpu", "cuda") else "nchw"
+    # NCHW everywhere for now: channels_last was 1.5x faster on CPU, but its different rounding
+    # moved the single-seed dog tests below their floors, and on an H200 the bf16 +
+    # channels_last dream ran 19x slower than fp32 NCHW (new cuDNN plans at every octave size).
+    del device
+    return "nchw"
 
 
 def resolve_layout(layout: str, device: torch.device | str) -> Literal["nchw", "channels_last"]:

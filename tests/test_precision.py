@@ -74,8 +74,8 @@ def test_auto_picks_bf16_only_where_the_hardware_has_it() -> None:
     assert resolve_precision("fp32", "cpu") == torch.float32
     assert resolve_precision("bf16", "cpu") == torch.bfloat16
     if torch.cuda.is_available():
-        want = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        assert resolve_precision("auto", "cuda") == want
+        # fp32 on CUDA: bf16 measured slower and worse there (see resolve_precision).
+        assert resolve_precision("auto", "cuda") == torch.float32
 
 
 def test_an_unknown_precision_is_a_clear_error() -> None:
