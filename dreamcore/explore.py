@@ -205,9 +205,7 @@ def run_explore(
     assert spec.explore is not None
     start = time.perf_counter()
     decoded = decode_image(image)
-    base, _, seed = resolve_spec(spec.model_copy(update={"guide": None}))
-    if precision is not None and spec.overrides.precision is None:  # the pool's choice
-        base = base.model_copy(update={"precision": precision})
+    base, _, seed = resolve_spec(spec.model_copy(update={"guide": None}), precision)
     cells = explore_cells(
         decoded.rgb,
         base,

@@ -150,10 +150,17 @@ def _decode_guide(data: bytes) -> Image.Image:
         raise type(exc)(f"The guide picture (the second one): {exc}") from None
 
 
-def resolve_spec(spec: JobSpec) -> tuple[Preset, Image.Image | None, int]:
-    """The preset with the spec's overrides, the decoded guide (if any) and the seed to use."""
+def resolve_spec(
+    spec: JobSpec, precision: str | None = None
+) -> tuple[Preset, Image.Image | None, int]:
+    """The preset with the spec's overrides, the decoded guide (if any) and the seed to use.
+
+    `precision` is the operator's choice (the pool's); a job's own override still wins.
+    """
     guide_image = _decode_guide(spec.guide) if spec.guide else None
     preset = resolve(PRESETS[spec.preset], spec.overrides)
+    if precision is not None and spec.overrides.precision is None:
+        preset = preset.model_copy(update={"precision": precision})
     if guide_image is not None:
         preset = _with_guide(preset)
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
@@ -173,9 +180,7 @@ def dream_decoded(
 
     `precision` is the operator's choice (the pool's); a job's own override still wins.
     """
-    preset, guide_image, seed = resolve_spec(spec)
-    if precision is not None and spec.overrides.precision is None:
-        preset = preset.model_copy(update={"precision": precision})
+    preset, guide_image, seed = resolve_spec(spec, precision)
     out = dream_image(
         decoded.rgb,
         preset,

@@ -109,9 +109,7 @@ def run_zoom(
     assert spec.zoom is not None
     start = time.perf_counter()
     decoded = decode_image(image)
-    preset, guide_image, seed = resolve_spec(spec)
-    if precision is not None and spec.overrides.precision is None:  # the pool's choice
-        preset = preset.model_copy(update={"precision": precision})
+    preset, guide_image, seed = resolve_spec(spec, precision)
     frames = zoom_frames(
         decoded.rgb,
         preset,
