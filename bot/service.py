@@ -337,10 +337,9 @@ class DreamService:
             channel_id=getattr(reply.channel, "id", None),
             label=resolved.label,
             spec=spec,
-            created_at=self.clock(),
         )
         try:
-            await self.store.reserve_dream(record, self.limits(config))
+            await self.store.reserve_dream(record, self.limits(config), clock=self.clock)
         except LimitReached as exc:
             raise PoliteError(limit_text(exc)) from None
         return record

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -309,12 +309,15 @@ class Store:
 
     # --- dreams and the limits they hold -----------------------------------------------------
 
-    async def reserve_dream(self, record: DreamRecord, limits: Limits) -> None:
+    async def reserve_dream(
+        self, record: DreamRecord, limits: Limits, clock: Callable[[], float] = time.time
+    ) -> None:
         """Check every limit and insert the dream as queued, in one transaction.
 
         The row itself is the reservation: it counts against the cooldown, the daily quota and
         the server's limit until `finish_dream` marks it failed or cancelled. Raises
-        `LimitReached` (and writes nothing) when a limit is full. `record.created_at` is "now".
+        `LimitReached` (and writes nothing) when a limit is full. The dream's `created_at` is
+        `clock()` read once the locks are held (a caller's stamp would predate a wait for them).
         On PostgreSQL the transaction holds the member's and the server's advisory locks, so
         bot processes sharing the server cannot both take the last place.
         """
@@ -323,7 +326,7 @@ class Store:
             locks.append(f"guild:{record.guild_id}")
         async with self._db.transaction(*locks) as q:
             # Stamped once the locks are held: a reservation that waited for them starts now.
-            now = record.created_at or time.time()
+            now = clock()
             await _check_limits(q, record.owner_id, record.guild_id, limits, now, record.spec.cost)
             await _insert_dream(q, replace(record, status="queued", created_at=now), self.runner)
 

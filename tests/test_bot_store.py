@@ -291,9 +291,23 @@ async def test_a_failed_or_cancelled_dream_gives_back_its_cooldown_and_quota(tar
         await store.finish_dream(_asked(3).id, "cancelled")
         await store.reserve_dream(_asked(4), limits)
         await store.finish_dream(_asked(4).id, "done")
-        later = replace(_asked(5), created_at=time.time() + 120)  # past the cooldown
-        with pytest.raises(LimitReached) as refused:
-            await store.reserve_dream(later, limits)
+        with pytest.raises(LimitReached) as refused:  # past the cooldown
+            await store.reserve_dream(_asked(5), limits, clock=lambda: time.time() + 120)
         assert refused.value.kind == "quota"
-        tomorrow = replace(_asked(6), created_at=time.time() + 25 * 3600)
-        await store.reserve_dream(tomorrow, limits)
+        await store.reserve_dream(_asked(6), limits, clock=lambda: time.time() + 25 * 3600)
+
+
+async def test_a_reservation_that_waits_for_the_lock_is_stamped_when_it_gets_it(
+    target: str,
+) -> None:
+    """Its time starts once it holds the lock, so it never seems to overlap the one it waited for."""
+    async with Store.open(target) as first, Store.open(target) as second:
+        async with first._db.transaction(f"guild:{GUILD}", "member:7"):
+            stamped_early = replace(_asked(1), created_at=time.time())  # ignored: asked, not held
+            waiting = asyncio.create_task(second.reserve_dream(stamped_early, Limits(per_guild=1)))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+            released = time.time()
+        await waiting
+        record = await second.dream(_asked(1).id)
+        assert record is not None and record.created_at >= released
