@@ -21,8 +21,11 @@ How it works, and the choices the issue left open:
 - Cancellation and time limits are cooperative: the backend asks the worker to stop the job
   and the engine's `should_cancel` sees it between steps. The caller is answered at once (`JobCancelledError`,
   `JobTimeoutError`); the worker stays busy until it reports that it stopped (one engine step),
-  then takes the next job. If it has not stopped after `cancel_grace_s`, it is killed and
-  replaced. `cancel()` returns True when it ended the job, False when the job had already ended.
+  then takes the next job. Decoding, resizing, composing and encoding a 40 MP picture have no
+  step to check (seconds), so a worker that has not stopped within a grace is killed and
+  replaced: `timeout_grace_s` (1 s) after a time limit, `cancel_grace_s` (5 s) after a cancel.
+  A worker being killed takes no new job; `PoolStats.killed` counts these kills (they are
+  restarts too). `cancel()` returns True when it ended the job, False when it had already ended.
 - Time limit: `job_timeout_s` (or submit's `timeout_s`) counts from the hand-over to a worker,
   not from submit: waiting in the queue is bounded by the queue, not charged to the job.
 - Crashes: the job of a worker that dies fails with `WorkerCrashedError` and is not retried
@@ -40,8 +43,8 @@ How it works, and the choices the issue left open:
   have not exited within `cancel_grace_s`, and joined.
 - Errors from a worker arrive as the same DreamError class with the same message; anything
   unexpected arrives as a plain DreamError and its traceback is logged here.
-- Additions to the agreed API, all optional: `PoolConfig.cancel_grace_s`, `PoolStats.idle` and
-  `.rejected`, and `DreamPool.worker_pids()` (for ops, and for tests that kill a worker).
+- Additions to the agreed API, all optional: `PoolConfig.cancel_grace_s` and `.timeout_grace_s`,
+  `PoolStats.idle`, `.rejected` and `.killed`, and `DreamPool.worker_pids()` (for ops, and for tests that kill a worker).
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ class PoolConfig:
     max_per_owner: int | None = None  # queued + running per owner; None = no limit
     job_timeout_s: float = 300.0
     start_timeout_s: float = 300.0
-    cancel_grace_s: float = 30.0  # a cancelled worker that has not stopped by then is killed
+    cancel_grace_s: float = 5.0  # a cancelled worker that has not stopped by then is killed
+    timeout_grace_s: float = 1.0  # likewise after a time limit: the slot is free again soon
     ray_address: str | None = None  # None: local processes; else the Ray cluster ("auto", ...)
     # Each worker's memory for one job above its idle size; a job estimated to need more is
     # refused at submit, so N workers cannot take the machine down together. None: no check.
@@ -132,7 +136,8 @@ class PoolConfig:
             raise InvalidParameterError("max_queue must not be negative")
         if self.max_per_owner is not None and self.max_per_owner < 1:
             raise InvalidParameterError("max_per_owner must be at least 1 (or None)")
-        if min(self.job_timeout_s, self.start_timeout_s, self.cancel_grace_s) <= 0:
+        graces = (self.cancel_grace_s, self.timeout_grace_s)
+        if min(self.job_timeout_s, self.start_timeout_s, *graces) <= 0:
             raise InvalidParameterError("timeouts must be positive")
         if self.worker_memory_bytes is not None and self.worker_memory_bytes <= 0:
             raise InvalidParameterError("worker_memory_bytes must be positive (or None)")
@@ -159,6 +164,7 @@ class PoolStats:
     p95_s: float
     idle: int = 0  # ready workers with nothing to do
     rejected: int = 0  # submits refused (queue full or owner limit)
+    killed: int = 0  # workers killed for not stopping a cancelled or timed-out job in time
 
 
 @dataclass(frozen=True)
@@ -273,6 +279,7 @@ class _Worker:
         self.how: str = "still running"  # how it exited, once it has
         self.start_error: DreamError | None = None
         self.seq: int | None = None  # the job number it works on, until it reports back
+        self.killing = False  # killed by the pool: takes no job while its exit is on the way
         self.job: Job | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -282,7 +289,7 @@ class _Worker:
 
     @property
     def idle(self) -> bool:
-        return self.ready and not self.exited and self.seq is None
+        return self.ready and not self.exited and not self.killing and self.seq is None
 
     def clear_timer(self, name: str) -> None:
         handle = self.timers.pop(name, None)
@@ -439,7 +446,9 @@ class DreamPool:
             self._started
             and not self._starting
             and not self._closing
-            and all(w is not None and w.ready and not w.exited for w in self._workers)
+            and all(
+                w is not None and w.ready and not w.exited and not w.killing for w in self._workers
+            )
         )
 
     async def close(self, grace_s: float = 10.0) -> None:
@@ -556,7 +565,7 @@ class DreamPool:
         times = sorted(self._times)
         live = self._live_workers()
         return PoolStats(
-            workers=sum(w.ready for w in live),
+            workers=sum(w.ready and not w.killing for w in live),
             queued=len(self._queue),
             running=len(self._running_jobs()),
             done=self._counts["done"],
@@ -569,6 +578,7 @@ class DreamPool:
             p95_s=_percentile(times, 0.95),
             idle=sum(w.idle for w in live),
             rejected=self._counts["rejected"],
+            killed=self._counts["killed"],
         )
 
     def worker_pids(self) -> list[int | None]:
@@ -592,16 +602,16 @@ class DreamPool:
         return True
 
     def _stop_job(self, w: _Worker, error: DreamError, kind: str) -> None:
-        """End the worker's job for the caller now; the worker stops at its next step."""
+        """End the worker's job for the caller now; the worker stops at its next step, or is
+        killed after the grace (a time limit's is short: the slot must be free again soon)."""
         assert w.job is not None and w.seq is not None
         if w.handle is not None:
             w.handle.cancel(w.seq)
         w.clear_timer("timeout")
         self._end(w.job, error=error, kind=kind)
+        grace = self.config.timeout_grace_s if kind == "timed_out" else self.config.cancel_grace_s
         if "kill" not in w.timers:
-            w.timers["kill"] = self._call_later(
-                self.config.cancel_grace_s, self._on_kill_grace, w, w.seq
-            )
+            w.timers["kill"] = self._call_later(grace, self._on_kill_grace, w, w.seq, grace)
 
     def _end(
         self,
@@ -731,15 +741,18 @@ class DreamPool:
                 w, JobTimeoutError(f"the dream took longer than {limit:g} s"), "timed_out"
             )
 
-    def _on_kill_grace(self, w: _Worker, seq: int) -> None:
+    def _on_kill_grace(self, w: _Worker, seq: int, grace: float) -> None:
         w.timers.pop("kill", None)
-        if w.seq == seq and not w.exited:
+        if w.seq == seq and not w.exited and not w.killing:
             log.warning(
-                "dream worker %d (pid %s) did not stop within %g s of being asked; killing it",
+                "dream worker %d (pid %s) did not stop within %g s of being asked; "
+                "killing it and starting a replacement",
                 w.slot,
                 w.pid,
-                self.config.cancel_grace_s,
+                grace,
             )
+            w.killing = True  # no new job for it, even if its last report is still on the way
+            self._counts["killed"] += 1
             w.kill()
 
     def _on_start_timeout(self, w: _Worker) -> None:
