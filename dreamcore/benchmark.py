@@ -90,7 +90,7 @@ class _Path:
     def step(self, img: torch.Tensor, run: Execution, gen: torch.Generator) -> None:
         # A dream computes the colour room once per octave; here once per step (under 1 ms).
         room = tone_room(img[None], self.params.tone_margin)
-        _step(img[None], self.net, self.objective, self.params, gen, run, room)
+        _step(img[None], self.net, self.objective, self.params, [gen], run, room)
 
     def floor(self, img: torch.Tensor, deepest: str) -> None:
         x = img[None].detach().requires_grad_(True)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -49,6 +49,7 @@ __all__ = [
     "auto_tile_size",
     "damp_chroma",
     "dream",
+    "dream_batch",
     "gradient",
     "keep_colour",
     "octave_sizes",
@@ -142,19 +143,61 @@ def dream(
     should_cancel: CancelFn | None = None,
 ) -> torch.Tensor:
     """Dream `image` (3, H, W) in [0, 1] at its own size; returns a new tensor of that shape."""
-    if image.ndim != 3 or image.shape[0] != 3:
+    (out,) = dream_batch(
+        [image], net, objective, [params], progress=[progress], should_cancel=[should_cancel]
+    )
+    if isinstance(out, DreamCancelled):
+        raise out
+    return out
+
+
+def dream_batch(
+    images: Sequence[torch.Tensor],
+    net: DreamNet,
+    objective: Objective,
+    params: Sequence[DreamParams],
+    *,
+    progress: Sequence[ProgressFn | None] | None = None,
+    should_cancel: Sequence[CancelFn | None] | None = None,
+) -> list[torch.Tensor | DreamCancelled]:
+    """Dream several images of one size together: one forward/backward pass carries them all.
+
+    Each image keeps what makes its dream its own, so it comes out as it would alone (within
+    float noise): its seed (its own jitter generator), its colour setting, its progress and its
+    cancellation. Everything else in `params` must be the same. The gradient is normalised per
+    image, never across the batch, and the objective is summed over images (not averaged), so
+    a batch-mate changes neither the size nor the direction of an image's step.
+
+    An image whose `should_cancel` returns True leaves the batch at that moment (the others go
+    on); its entry in the returned list is the `DreamCancelled` error, the others are tensors.
+    """
+    n = len(images)
+    progress = progress or [None] * n
+    should_cancel = should_cancel or [None] * n
+    if not n or len(params) != n or len(progress) != n or len(should_cancel) != n:
+        raise InvalidParameterError("a batch needs one image, params, progress and cancel each")
+    if any(x.ndim != 3 or x.shape[0] != 3 for x in images):
         raise InvalidParameterError("image must be a (3, H, W) tensor")
+    if len({x.shape for x in images}) != 1:
+        raise InvalidParameterError("the images of a batch must have one size")
+    shared = params[0]
+    if any(_shared_part(p) != _shared_part(shared) for p in params):
+        raise InvalidParameterError("the images of a batch may differ only in seed and colour")
     device = next(net.parameters()).device
     if device.type == "cuda":
         # cuDNN's fastest backward kernels add in a nondeterministic order: same seed, same
         # device must mean the same picture.
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    base = image.to(device=device, dtype=torch.float32)[None]
-    run = Execution(device, resolve_precision(params.precision, device), params.tile_size)
-    gen = torch.Generator().manual_seed(params.seed)
-    sizes = octave_sizes(tuple(base.shape[-2:]), params)  # type: ignore[arg-type]
-    total = len(sizes) * params.steps
+    out_device = images[0].device
+    base = torch.stack([x.to(device=device, dtype=torch.float32) for x in images])
+    run = Execution(device, resolve_precision(shared.precision, device), shared.tile_size, n)
+    live = list(range(n))  # which of the caller's images are still in the batch, in order
+    gens = [torch.Generator().manual_seed(p.seed) for p in params]
+    chromas = [shared.chroma if p.colour == "free" else 0.0 for p in params]
+    results: list[torch.Tensor | DreamCancelled | None] = [None] * n
+    sizes = octave_sizes(tuple(base.shape[-2:]), shared)  # type: ignore[arg-type]
+    total = len(sizes) * shared.steps
     detail = torch.zeros_like(_resize(base, sizes[0]))
     done = 0
     for o, size in enumerate(sizes):
@@ -162,22 +205,61 @@ def dream(
         img = (octave_base + _resize(detail, size)).clamp_(0, 1)
         # Colour room comes from the photo, not the dream: a black border stays uncoloured even
         # where a dreamed head has brightened it.
-        free_room = params.colour == "free" and params.tone_margin > 0
-        room = tone_room(octave_base, params.tone_margin) if free_room else None
-        for s in range(params.steps):
-            if should_cancel is not None and should_cancel():
-                raise DreamCancelled("dream cancelled")
-            img = _step(img, net, objective, params, gen, run, room)
-            if params.anchor:
-                img = anchor_scene(img, octave_base, params.anchor, params.anchor_side)
+        free_room = shared.tone_margin > 0 and any(params[i].colour == "free" for i in live)
+        room = tone_room(octave_base, shared.tone_margin) if free_room else None
+        for s in range(shared.steps):
+            leaving = [k for k, i in enumerate(live) if (c := should_cancel[i]) and c()]
+            if leaving:
+                for k in leaving:
+                    results[live[k]] = DreamCancelled("dream cancelled")
+                stay = [k for k in range(len(live)) if k not in leaving]
+                if not stay:
+                    return _finished(results)
+                keep = torch.tensor(stay, device=device)
+                base, octave_base, img = base[keep], octave_base[keep], img[keep]
+                room = room[keep] if room is not None else None
+                live = [live[k] for k in stay]
+            room_of = [room is not None and params[i].colour == "free" for i in live]
+            img = _step(
+                img,
+                net,
+                objective,
+                shared,
+                [gens[i] for i in live],
+                run,
+                room,
+                chromas=[chromas[i] for i in live],
+                room_of=room_of,
+            )
+            if shared.anchor:
+                img = anchor_scene(img, octave_base, shared.anchor, shared.anchor_side)
             done += 1
-            if progress is not None:
-                progress(Progress(done / total, o + 1, len(sizes), s + 1, params.steps))
+            for i in live:
+                if (report := progress[i]) is not None:
+                    report(Progress(done / total, o + 1, len(sizes), s + 1, shared.steps))
         detail = img - octave_base
     out = (base + detail).clamp_(0, 1)
-    if params.colour == "keep":
+    keep_idx = [k for k, i in enumerate(live) if params[i].colour == "keep"]
+    if len(keep_idx) == len(live):
         out = keep_colour(out, base)
-    return out[0].to(image.device)
+    elif keep_idx:
+        idx = torch.tensor(keep_idx, device=device)
+        out[idx] = keep_colour(out[idx], base[idx])
+    for k, i in enumerate(live):
+        results[i] = out[k].to(out_device)
+    return _finished(results)
+
+
+def _shared_part(p: DreamParams) -> DreamParams:
+    """What the images of a batch must share: everything but the seed and the colour."""
+    return replace(p, seed=0, colour="free")
+
+
+def _finished(
+    results: list[torch.Tensor | DreamCancelled | None],
+) -> list[torch.Tensor | DreamCancelled]:
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
 
 
 # Tiles: on the CPU the fixed size that bounds memory today; on CUDA as large as a share of the
@@ -191,13 +273,16 @@ MIN_TILE = 128
 _BYTES_PER_PX = {torch.float32: 3400, torch.bfloat16: 1700}
 
 
-def auto_tile_size(device: torch.device, dtype: torch.dtype = torch.float32) -> int:
-    """The tile side for `device` when the user gives none (see CPU_TILE and MAX_AUTO_TILE)."""
+def auto_tile_size(device: torch.device, dtype: torch.dtype = torch.float32, batch: int = 1) -> int:
+    """The tile side for `device` when the user gives none (see CPU_TILE and MAX_AUTO_TILE).
+
+    A batch of `batch` images shares the memory: each image's tile gets its share.
+    """
     if device.type != "cuda":
         return CPU_TILE
     free, _ = torch.cuda.mem_get_info(device)
     # The tile and its margins (1 + 2/16 per side) in half the free memory.
-    px = 0.5 * free / _BYTES_PER_PX.get(dtype, 3400) / 1.27
+    px = 0.5 * free / _BYTES_PER_PX.get(dtype, 3400) / 1.27 / batch
     side = ALIGN * int(math.sqrt(px) // ALIGN)
     return max(MIN_TILE * 2, min(MAX_AUTO_TILE, side))
 
@@ -209,10 +294,12 @@ class Execution:
     dream (the next step would run out again).
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, tile_size: int | None) -> None:
+    def __init__(
+        self, device: torch.device, dtype: torch.dtype, tile_size: int | None, batch: int = 1
+    ) -> None:
         self.device = device
         self.dtype = dtype
-        self.tile_size = tile_size or auto_tile_size(device, dtype)
+        self.tile_size = tile_size or auto_tile_size(device, dtype, batch)
 
     def gradient(self, x: torch.Tensor, net: DreamNet, objective: Objective) -> torch.Tensor:
         while True:
@@ -241,19 +328,64 @@ def _step(
     net: DreamNet,
     objective: Objective,
     params: DreamParams,
-    gen: torch.Generator,
+    gens: Sequence[torch.Generator],
     run: Execution,
     room: torch.Tensor | None,
+    *,
+    chromas: Sequence[float] | None = None,
+    room_of: Sequence[bool] | None = None,
 ) -> torch.Tensor:
+    """One step for a batch (B, 3, H, W): image i shifted by its own generator, stepped alone.
+
+    `chromas` (default: the params' chroma) and `room_of` (default: every image) are per image.
+    """
     j = params.jitter
-    dy, dx = (torch.randint(-j, j + 1, (2,), generator=gen).tolist()) if j else (0, 0)
-    shifted = torch.roll(img, shifts=(dy, dx), dims=(2, 3))
+    shifts = [_shift(gen, j) for gen in gens]
+    shifted = _roll(img, shifts)
     g = scaled_gradient(shifted, params.grad_side, lambda t: run.gradient(t, net, objective))
-    g = torch.roll(g, shifts=(-dy, -dx), dims=(2, 3))
+    g = _roll(g, [(-dy, -dx) for dy, dx in shifts])
     g = pyramid_normalize(g, params.pyramid_levels)
-    g = damp_chroma(g, params.chroma if params.colour == "free" else 0.0, room)
-    g.mul_(params.step_size / (g.abs().mean() + 1e-8))
+    if chromas is None:
+        chromas = [params.chroma if params.colour == "free" else 0.0] * len(gens)
+    if room_of is None:
+        room_of = [room is not None] * len(gens)
+    g = _damp_each(g, chromas, room, room_of)
+    g.mul_(params.step_size / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-8))
     return apply_step(img, g)
+
+
+def _shift(gen: torch.Generator, jitter: int) -> tuple[int, int]:
+    if not jitter:
+        return 0, 0
+    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
+    return dy, dx
+
+
+def _roll(x: torch.Tensor, shifts: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Each image of the batch rolled by its own (dy, dx)."""
+    if len(set(shifts)) == 1:
+        return torch.roll(x, shifts=shifts[0], dims=(2, 3))
+    return torch.cat(
+        [torch.roll(x[i : i + 1], shifts=s, dims=(2, 3)) for i, s in enumerate(shifts)]
+    )
+
+
+def _damp_each(
+    g: torch.Tensor, chromas: Sequence[float], room: torch.Tensor | None, room_of: Sequence[bool]
+) -> torch.Tensor:
+    """`damp_chroma` with each image's own chroma and colour room (images grouped by them)."""
+    groups: dict[tuple[float, bool], list[int]] = {}
+    for i, key in enumerate(zip(chromas, room_of, strict=True)):
+        groups.setdefault(key, []).append(i)
+    if len(groups) == 1:
+        ((chroma, roomed),) = groups
+        return damp_chroma(g, chroma, room if roomed else None)
+    out = torch.empty_like(g)
+    for (chroma, roomed), members in groups.items():
+        idx = torch.tensor(members, device=g.device)
+        r = room[idx] if roomed and room is not None else None
+        out[idx] = damp_chroma(g[idx], chroma, r)
+    return out
 
 
 def apply_step(img: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -365,13 +497,15 @@ def _gradient(
     cache: bool = True,
 ) -> torch.Tensor:
     terms = list(objective.terms())
+    # Objectives are means over the batch: times n, each image's gradient is what it is alone.
+    n = x.shape[0]
     x = x.detach().requires_grad_(True)
     amp = autocast(x.device, dtype, cache=cache)
     if len(terms) == 1:
         w, term = terms[0]
         with amp:
             acts = net(x, term.layers)
-        (g,) = torch.autograd.grad(w * term(_fp32(acts)), x)
+        (g,) = torch.autograd.grad(w * n * term(_fp32(acts)), x)
         return g
     # Balance the terms where they first meet: run up to the shallowest layer they need, take each
     # term's gradient there, scale each to unit mean |g|, then one backward pass to the pixels.
@@ -386,8 +520,8 @@ def _gradient(
             acts.update(_fp32(net.run_from(hd, junction, deeper - {junction})))
     total = torch.zeros_like(hd)
     for w, term in terms:
-        (gt,) = torch.autograd.grad(term(acts), hd, retain_graph=True)
-        total += w * gt / (gt.abs().mean() + 1e-12)
+        (gt,) = torch.autograd.grad(n * term(acts), hd, retain_graph=True)
+        total += w * gt / (gt.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
     (g,) = torch.autograd.grad(h, x, grad_outputs=total.to(h.dtype))
     return g
 
@@ -403,10 +537,15 @@ def pyramid_normalize(g: torch.Tensor, levels: int) -> torch.Tensor:
         bands.append(cur - _up(low, cur.shape[-2:]))
         cur = low
     bands.append(cur)
-    out = bands[-1] / (bands[-1].std() + 1e-8)
+    out = bands[-1] / (_std(bands[-1]) + 1e-8)
     for band in reversed(bands[:-1]):
-        out = _up(out, band.shape[-2:]) + band / (band.std() + 1e-8)
+        out = _up(out, band.shape[-2:]) + band / (_std(band) + 1e-8)
     return out
+
+
+def _std(x: torch.Tensor) -> torch.Tensor:
+    """Each image's own standard deviation (B, 1, 1, 1): a batch never normalises across images."""
+    return x.std(dim=(1, 2, 3), keepdim=True)
 
 
 def _up(x: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.Tensor:
