@@ -48,6 +48,7 @@ def pool_config(settings: Settings) -> PoolConfig:
         start_timeout_s=settings.pool_start_timeout_s,
         ray_address=settings.ray_address,
         precision=settings.precision,
+        batch_max=settings.batch_max,
     )
 
 

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="the network's arithmetic: auto = bf16 where the hardware has it"
     )
+    batch_max: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="queued dreams of one size a worker dreams together; unset: 1 on CPU, 4 on GPU",
+    )
     cpu_workers: int | None = Field(None, ge=0, le=64)
     torch_threads: int | None = Field(None, ge=1, le=256)
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["efficientnet_lite0"])

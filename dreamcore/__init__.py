@@ -5,14 +5,14 @@
     open(result.filename, "wb").write(result.image)
 
 Lower down: `load_model` (the zoo), objectives that add and scale (`layer`, `channels`,
-`classes`, `guide`), `dream` (the octave loop on tensors), presets as data, and `DreamPool`
-(worker processes for an asyncio caller). A `JobSpec` with `zoom=ZoomSpec(...)` makes a
+`classes`, `guide`), `dream` (the octave loop on tensors; `dream_batch` for several images of
+one size), presets as data, and `DreamPool` (worker processes for an asyncio caller). A `JobSpec` with `zoom=ZoomSpec(...)` makes a
 dream-zoom video, with `explore=ExploreSpec(...)` a layer explorer sheet.
 """
 
 from __future__ import annotations
 
-from .engine import DreamParams, dream
+from .engine import DreamParams, dream, dream_batch
 from .errors import (
     CorruptImageError,
     DeviceMemoryError,
@@ -85,6 +85,7 @@ __all__ = [
     "classes",
     "decode_image",
     "dream",
+    "dream_batch",
     "dream_image",
     "encode_image",
     "get_model",

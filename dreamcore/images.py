@@ -41,6 +41,7 @@ __all__ = [
     "decode_image",
     "encode_image",
     "estimate_job_bytes",
+    "header_size",
     "resize_image",
     "to_image",
     "to_tensor",
@@ -294,16 +295,24 @@ _BYTES_PER_PIXEL = 18
 _BYTES_PER_DREAMED_PIXEL = 1_900
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the file's header states it (before EXIF orientation); None if unreadable."""
+    try:
+        with Image.open(BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            return image.size
+    except Exception:
+        return None
+
+
 def estimate_job_bytes(data: bytes, max_side: int) -> int:
     """A worker's peak memory above idle for dreaming `data` at `max_side`, from its header alone.
 
     0 when the header cannot be read: the worker then refuses the file with its typed error.
     """
-    try:
-        with Image.open(BytesIO(data), formats=ACCEPTED_FORMATS) as image:
-            width, height = image.size
-    except Exception:
+    size = header_size(data)
+    if size is None:
         return 0
+    width, height = size
     scale = min(1.0, max_side / max(width, height, 1))
     dreamed = (width * scale) * (height * scale)
     return int(_BYTES_PER_PIXEL * width * height + _BYTES_PER_DREAMED_PIXEL * dreamed)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .engine import Colour, DreamParams, dream
-from .errors import ImageError, InvalidParameterError
+from .engine import CancelFn, Colour, DreamParams, ProgressFn, dream_batch
+from .errors import DreamCancelled, ImageError, InvalidParameterError
 from .images import (
     DecodedImage,
     add_detail,
@@ -35,9 +35,11 @@ __all__ = [
     "default_device",
     "dream_decoded",
     "dream_image",
+    "dream_images",
     "dream_params",
     "is_greyscale",
     "resolve_spec",
+    "run_batch",
     "run_job",
     "warm_up",
 ]
@@ -115,17 +117,68 @@ def dream_image(
     should_cancel: Callable[[], bool] | None = None,
 ) -> Image.Image:
     """Dream an RGB picture; above `max_size` it dreams at the cap and adds the detail back up."""
+    (out,) = dream_images(
+        [rgb],
+        preset,
+        seeds=[seed],
+        device=device,
+        guide_image=guide_image,
+        progress=[progress],
+        should_cancel=[should_cancel],
+    )
+    if isinstance(out, DreamCancelled):
+        raise out
+    return out
+
+
+def dream_images(
+    rgbs: Sequence[Image.Image],
+    preset: Preset,
+    *,
+    seeds: Sequence[int],
+    device: str | None = None,
+    guide_image: Image.Image | None = None,
+    progress: Sequence[ProgressFn | None] | None = None,
+    should_cancel: Sequence[CancelFn | None] | None = None,
+) -> list[Image.Image | DreamCancelled]:
+    """`dream_image` for several pictures of one preset: those of one working size share a batch.
+
+    Each keeps its own seed, colour (grey photos keep their grey), progress and cancellation.
+    """
+    n = len(rgbs)
+    progress = progress or [None] * n
+    should_cancel = should_cancel or [None] * n
     dev = device or default_device()
     net = load_model(preset.model, dev, layout=default_layout(dev))
     objective = build_objective(preset, net, guide_image)
-    work = cap_side(rgb, preset.max_size)
+    works = [cap_side(rgb, preset.max_size) for rgb in rgbs]
     # Judged on the working copy: a full-size int16 copy of an 8000 px photo would cost 240 MB.
-    params = dream_params(preset, seed, "keep" if is_greyscale(work) else "free")
-    small = to_tensor(work)
-    out = dream(small, net, objective, params, progress=progress, should_cancel=should_cancel)
-    if work is rgb:
-        return to_image(out)
-    return add_detail(rgb, out.sub_(small))  # composed in uint8 strips: no full-size float copy
+    params = [
+        dream_params(preset, seed, "keep" if is_greyscale(work) else "free")
+        for work, seed in zip(works, seeds, strict=True)
+    ]
+    smalls = [to_tensor(work) for work in works]
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, work in enumerate(works):
+        by_size.setdefault(work.size, []).append(i)
+    results: list[Image.Image | DreamCancelled | None] = [None] * n
+    for group in by_size.values():
+        outs = dream_batch(
+            [smalls[i] for i in group],
+            net,
+            objective,
+            [params[i] for i in group],
+            progress=[progress[i] for i in group],
+            should_cancel=[should_cancel[i] for i in group],
+        )
+        for i, out in zip(group, outs, strict=True):
+            if isinstance(out, DreamCancelled):
+                results[i] = out
+            elif works[i] is rgbs[i]:
+                results[i] = to_image(out)
+            else:  # composed in uint8 strips: no full-size float copy
+                results[i] = add_detail(rgbs[i], out.sub_(smalls[i]))
+    return results  # type: ignore[return-value]
 
 
 def is_greyscale(rgb: Image.Image, tolerance: int = 2) -> bool:
@@ -249,3 +302,118 @@ def run_job(
         seed=seed,
         elapsed_s=time.perf_counter() - start,
     )
+
+
+def run_batch(
+    work: Sequence[tuple[bytes, JobSpec]],
+    *,
+    ended: Callable[[int, JobResult | Exception], None],
+    device: str | None = None,
+    precision: str | None = None,
+    progress: Sequence[ProgressFn | None] | None = None,
+    should_cancel: Sequence[CancelFn | None] | None = None,
+) -> None:
+    """Run several jobs as one batch; `ended(i, result or error)` reports job i as it ends.
+
+    One job is `run_job` (any kind). Several must be stills without a guide (the pool groups
+    only those, see `batching`): stills of one preset and working size are dreamed together.
+    A job that fails (a broken photo) or is cancelled is reported at once and leaves the rest.
+    """
+    n = len(work)
+    progress = progress or [None] * n
+    should_cancel = should_cancel or [None] * n
+    if n == 1:
+        image, spec = work[0]
+        try:
+            result = run_job(
+                image,
+                spec,
+                device=device,
+                precision=precision,
+                progress=progress[0],
+                should_cancel=should_cancel[0],
+            )
+        except Exception as exc:
+            ended(0, exc)
+            return
+        ended(0, result)
+        return
+    reported: set[int] = set()
+
+    def report(i: int, outcome: JobResult | Exception) -> None:
+        if i not in reported:
+            reported.add(i)
+            ended(i, outcome)
+
+    def leaves_when_cancelled(i: int) -> CancelFn:
+        # The engine drops an image the moment its check says yes: report it then, not at the
+        # end of the batch (the pool kills a worker that has not let go of a job in time).
+        def check() -> bool:
+            ask = should_cancel[i]
+            if ask is not None and ask():
+                report(i, DreamCancelled("dream cancelled"))
+                return True
+            return False
+
+        return check
+
+    try:
+        _run_stills(work, report, leaves_when_cancelled, device, precision, progress)
+    except Exception as exc:  # the whole batch failed (out of memory, a bug): every job says so
+        for i in range(n):
+            report(i, exc)
+
+
+def _run_stills(
+    work: Sequence[tuple[bytes, JobSpec]],
+    report: Callable[[int, JobResult | Exception], None],
+    cancel_check: Callable[[int], CancelFn],
+    device: str | None,
+    precision: str | None,
+    progress: Sequence[ProgressFn | None],
+) -> None:
+    start = time.perf_counter()
+    by_preset: dict[str, list[tuple[int, DecodedImage, Preset, int]]] = {}
+    for i, (image, spec) in enumerate(work):
+        try:
+            if spec.kind != "dream" or spec.guide is not None:
+                raise InvalidParameterError("only stills without a guide share a batch")
+            decoded = decode_image(image)
+            preset, _, seed = resolve_spec(spec, precision)
+        except Exception as exc:
+            report(i, exc)
+            continue
+        by_preset.setdefault(preset.model_dump_json(), []).append((i, decoded, preset, seed))
+    for members in by_preset.values():
+        index = [m[0] for m in members]
+        preset = members[0][2]
+        outs = dream_images(
+            [m[1].rgb for m in members],
+            preset,
+            seeds=[m[3] for m in members],
+            device=device,
+            progress=[progress[i] for i in index],
+            should_cancel=[cancel_check(i) for i in index],
+        )
+        for (i, decoded, _, seed), out in zip(members, outs, strict=True):
+            if isinstance(out, DreamCancelled):
+                continue  # reported when it left the batch
+            spec = work[i][1]
+            try:
+                data, fmt = encode_image(out, decoded.alpha, budget=spec.output_budget)
+            except Exception as exc:
+                report(i, exc)
+                continue
+            report(
+                i,
+                JobResult(
+                    image=data,
+                    format=fmt,
+                    width=out.width,
+                    height=out.height,
+                    preset=spec.preset,
+                    model=preset.model,
+                    seed=seed,
+                    elapsed_s=time.perf_counter() - start,
+                ),
+            )

@@ -3,8 +3,9 @@
 One cluster and one pool of two CPU actors are shared by the module (starting Ray takes 10-30 s
 on 2 busy cores); each test leaves the pool idle. The pool's core is the one `test_pool.py`
 covers in depth; these tests check what the backend must do: stream events, carry results and
-typed errors, stop a running job within an engine step, honour time limits, and turn a killed
-actor into `WorkerCrashedError` plus a replacement. The local default must not import ray.
+typed errors, stop a running job within an engine step, honour time limits, dream a batch of
+queued jobs in one call with each job on its own, and turn a killed actor into
+`WorkerCrashedError` plus a replacement. The local default must not import ray.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 import pytest_asyncio
 from test_memory import forty_megapixels
 from test_pool import LONG, assert_in_order, collect, pixels, png, running_on, tiny, wait_until
+from test_pool_batch import MEDIUM, PHOTOS, alone, batch_of_three, mean_diff, medium, source
 
 from dreamcore.errors import (
     DreamError,
@@ -46,6 +48,7 @@ CONFIG = PoolConfig(
     job_timeout_s=60.0,
     start_timeout_s=180.0,
     cancel_grace_s=5.0,
+    batch_max=3,  # queued jobs of one size share a batch, as on a GPU
 )
 
 
@@ -207,3 +210,24 @@ async def test_an_actor_stuck_past_a_time_limit_is_killed_and_replaced_within_a_
     assert after.killed - before.killed == after.restarts - before.restarts
     if dreamt:  # the limit fell after the dream's last step: only the kill frees the actor
         assert after.killed == before.killed + 1
+
+
+@on_module_loop
+async def test_an_actor_dreams_a_batch_and_lets_a_cancelled_job_go_alone(pool: DreamPool) -> None:
+    """The core groups the jobs for every backend: three queued jobs of one size reach one actor
+    as one call; the middle one is cancelled after its first progress, the other two finish
+    and equal the same jobs dreamed alone (mean |diff| < 1 of 255, as in test_pool_batch)."""
+    restarts = pool.stats().restarts
+    (a, b, c), blockers = await batch_of_three(pool)
+    async for event in b.events():
+        if isinstance(event, JobProgress):
+            break
+    assert await b.cancel()
+    with pytest.raises(JobCancelledError):
+        await b.result()
+    got = [await a.result(), await c.result()]
+    await blockers[1].cancel()
+    for i, result in zip((0, 2), got, strict=True):
+        want = await alone(pool, source(PHOTOS[i], MEDIUM), medium(seed=i + 1))
+        assert mean_diff(result, want) < 1.0, (i, mean_diff(result, want))
+    assert pool.stats().restarts == restarts

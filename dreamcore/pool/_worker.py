@@ -3,7 +3,8 @@
 It runs in a `spawn`ed child of `DreamPool` and talks to it over two one-way pipes. The messages
 are plain tuples, all defined here, so the whole protocol can be read in one place:
 
-    pool -> worker   (seq, image bytes, JobSpec)           one job; EOF on the pipe means "stop"
+    pool -> worker   [(seq, image bytes, JobSpec), ...]    one batch of jobs (often of one);
+                                                           EOF on the pipe means "stop"
     worker -> pool   (READY, pid)                          models loaded, waiting for jobs
                      (START_FAILED, DreamError, traceback) could not load; the process then exits
                      (STARTED, seq)
@@ -11,14 +12,17 @@ are plain tuples, all defined here, so the whole protocol can be read in one pla
                      (FINISHED, seq, JobResult)
                      (FAILED, seq, DreamError, traceback)  traceback only for unexpected errors
 
-Cancellation needs no message: the pool writes the seq of the job to stop into a shared integer,
-which `should_cancel` reads between two engine steps.
+A batch is dreamed together (see `batching`), but every job in it has its own messages, and
+ends on its own: a cancelled one as soon as the engine lets go of it, the others when done. The
+worker takes the next batch once every job of this one has reported.
+
+Cancellation needs no message: the pool writes the seq of the job to stop into the shared
+integer of that job's place in the batch, which `should_cancel` reads between two engine steps.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -27,13 +31,13 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import DreamError
-from ..jobs import Progress
+from ..jobs import JobResult, Progress
 
 __all__ = ["worker_main"]
 
@@ -58,7 +62,7 @@ def worker_main(
     threads: int,
     jobs: Connection,
     events: Connection,
-    cancel: ctypes.c_int64,
+    cancel: Sequence[int],
 ) -> None:
     """Entry point of the child process: serve until the pool closes `jobs`, then exit at once."""
     # Ctrl-C reaches the whole process group; the pool, not the terminal, decides when we stop.
@@ -87,7 +91,7 @@ def _serve(
     threads: int,
     jobs: Connection,
     events: Connection,
-    cancel: ctypes.c_int64,
+    cancel: Sequence[int],
 ) -> int:
     """Load the models, then run jobs until `jobs` closes; the exit code."""
     parent = os.getppid()
@@ -98,7 +102,7 @@ def _serve(
         # Fails only if something ran torch before us; the default is then no harm.
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
-        from ..runner import run_job, warm_up
+        from ..runner import run_batch, warm_up
 
         warm_up(models, device)
     except Exception as exc:
@@ -110,37 +114,67 @@ def _serve(
 
     while True:
         try:
-            seq, image, spec = jobs.recv()
+            batch = jobs.recv()
         except (EOFError, OSError):
             return 0
-        if not _send(events, (STARTED, seq)):
+        seqs = [seq for seq, _, _ in batch]
+        for seq in seqs:
+            if not _send(events, (STARTED, seq)):
+                return 0
+        reply = _Replies(events, seqs, idle, device)
+        run_batch(
+            [(image, spec) for _, image, spec in batch],
+            ended=reply.ended,
+            device=device,
+            progress=[_throttled(events, seq) for seq in seqs],
+            should_cancel=[_cancel_check(cancel, i, seq, parent) for i, seq in enumerate(seqs)],
+        )
+        del batch
+        if reply.pool_gone:
             return 0
-        last = 0.0
 
-        def progress(p: Progress, seq: int = seq) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
-                last = now
-                _send(events, (PROGRESS, seq, p))
 
-        def should_cancel(seq: int = seq) -> bool:
-            # A worker whose pool died stops too, instead of dreaming for nobody.
-            return cancel.value == seq or os.getppid() != parent
+class _Replies:
+    """Sends each job's end (result or error) of one batch as it comes."""
 
-        try:
-            result = run_job(
-                image, spec, device=device, progress=progress, should_cancel=should_cancel
-            )
-            peak = max(0, _peak_resident_bytes() - idle)
-            reply: tuple[Any, ...] = (FINISHED, seq, replace(result, peak_memory_bytes=peak))
-        except Exception as exc:
-            reply = (FAILED, seq, *portable_error(exc))
-            if device.startswith("cuda"):
+    def __init__(self, events: Connection, seqs: list[int], idle: int, device: str) -> None:
+        self.events, self.seqs, self.idle, self.device = events, seqs, idle, device
+        self.pool_gone = False
+
+    def ended(self, i: int, outcome: JobResult | Exception) -> None:
+        if isinstance(outcome, JobResult):
+            peak = max(0, _peak_resident_bytes() - self.idle)
+            outcome = replace(outcome, peak_memory_bytes=peak)
+            reply: tuple[Any, ...] = (FINISHED, self.seqs[i], outcome)
+        else:
+            reply = (FAILED, self.seqs[i], *portable_error(outcome))
+            if self.device.startswith("cuda"):
+                import torch
+
                 torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back
-        del image
-        if not _send(events, reply):
-            return 0
+        self.pool_gone = self.pool_gone or not _send(self.events, reply)
+
+
+def _throttled(events: Connection, seq: int) -> Callable[[Progress], None]:
+    """Job `seq`'s progress, at most one message per PROGRESS_INTERVAL_S (and the last step)."""
+    last = 0.0
+
+    def progress(p: Progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
+            last = now
+            _send(events, (PROGRESS, seq, p))
+
+    return progress
+
+
+def _cancel_check(cancel: Sequence[int], i: int, seq: int, parent: int) -> Callable[[], bool]:
+    def should_cancel() -> bool:
+        # A worker whose pool died stops too, instead of dreaming for nobody.
+        return cancel[i] == seq or os.getppid() != parent
+
+    return should_cancel
 
 
 def _resident_bytes() -> int:

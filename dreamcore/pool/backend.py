@@ -11,7 +11,8 @@ Rules for a backend:
   happened for that worker; `exited` is the last call for a worker and comes exactly once.
 - `run` and `cancel` never block the loop: a large image goes out on another thread or task.
 - `cancel(seq)` asks the worker to stop job `seq` at its next engine step; the worker then
-  reports `failed(seq, DreamCancelled)` (or `finished`, if it was faster). The core answers the
+  reports `failed(seq, DreamCancelled)` (or `finished`, if it was faster). The other jobs of
+  its batch go on. The core answers the
   caller at once and kills the worker only if it has not reported back after a grace period.
 - `stop()` asks an idle worker to exit; `kill()` ends it now, whatever it is doing.
 """
@@ -19,6 +20,7 @@ Rules for a backend:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Protocol
 
 from ..errors import DreamError
@@ -63,8 +65,12 @@ class WorkerHandle(ABC):
     pid: int | None = None
 
     @abstractmethod
-    def run(self, seq: int, image: bytes, spec: JobSpec) -> None:
-        """Hand job `seq` to the worker (it is idle); returns at once."""
+    def run(self, work: Sequence[tuple[int, bytes, JobSpec]]) -> None:
+        """Hand a batch of jobs (seq, image, spec) to the worker (it is idle); returns at once.
+
+        The worker dreams them together (see `batching`) and reports each job on its own;
+        it is idle again once every one of them has reported its end.
+        """
 
     @abstractmethod
     def cancel(self, seq: int) -> None:

@@ -26,6 +26,13 @@ How it works, and the choices the issue left open:
   replaced: `timeout_grace_s` (1 s) after a time limit, `cancel_grace_s` (5 s) after a cancel.
   A worker being killed takes no new job; `PoolStats.killed` counts these kills (they are
   restarts too). `cancel()` returns True when it ended the job, False when it had already ended.
+- Batches: a free worker takes the first queued job and, up to `batch_size(device)`, the
+  queued jobs that can be dreamed with it (same `batching.batch_key`: model, settings, size),
+  skipping others; they share one forward/backward pass per step. Every job of a batch keeps
+  its own number, events, time limit, cancellation and result; a job that leaves (cancelled,
+  timed out, failed) is reported by the worker at once and the rest go on. The worker is free
+  once all have reported. A kill grace that runs out while batch-mates are still wanted waits
+  for them: the slot would not be free before they end anyway.
 - Time limit: `job_timeout_s` (or submit's `timeout_s`) counts from the hand-over to a worker,
   not from submit: waiting in the queue is bounded by the queue, not charged to the job.
 - Crashes: the job of a worker that dies fails with `WorkerCrashedError` and is not retried
@@ -62,6 +69,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..batching import BatchKey, batch_key
 from ..errors import (
     DreamCancelled,
     DreamError,
@@ -99,6 +107,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TIMES_KEPT = 1000
+GPU_BATCH = 4  # the default batch on CUDA (not measured yet: no GPU was lent to issue 9)
 _MAX_RESTART_DELAY_S = 60.0
 
 
@@ -122,6 +131,9 @@ class PoolConfig:
     # refused at submit, so N workers cannot take the machine down together. None: no check.
     worker_memory_bytes: int | None = None
     precision: str | None = None  # auto/fp32/bf16 for jobs that name none; None: the preset's
+    # The most queued jobs a worker dreams together in one batch (same model, settings and
+    # size; see `batching`). None: 1 on the CPU, where a batch buys little, GPU_BATCH on CUDA.
+    batch_max: int | None = None
 
     def __post_init__(self) -> None:
         if self.workers_per_device < 1 or (self.cpu_workers is not None and self.cpu_workers < 1):
@@ -141,10 +153,18 @@ class PoolConfig:
             raise InvalidParameterError("timeouts must be positive")
         if self.worker_memory_bytes is not None and self.worker_memory_bytes <= 0:
             raise InvalidParameterError("worker_memory_bytes must be positive (or None)")
+        if self.batch_max is not None and self.batch_max < 1:
+            raise InvalidParameterError("batch_max must be at least 1 (or None)")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise InvalidParameterError(
                 f"Unknown precision {self.precision!r}. Valid: {', '.join(PRECISIONS)}."
             )
+
+    def batch_size(self, device: str) -> int:
+        """How many jobs a worker on `device` dreams together at most."""
+        if self.batch_max is not None:
+            return self.batch_max
+        return GPU_BATCH if device.startswith("cuda") else 1
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,8 @@ class PoolStats:
     idle: int = 0  # ready workers with nothing to do
     rejected: int = 0  # submits refused (queue full or owner limit)
     killed: int = 0  # workers killed for not stopping a cancelled or timed-out job in time
+    batches: int = 0  # hand-overs of several jobs dreamed together
+    batched: int = 0  # jobs that ran in those batches
 
 
 @dataclass(frozen=True)
@@ -218,6 +240,8 @@ class Job:
         self._result: JobResult | None = None
         self._error: DreamError | None = None
         self._position: int | None = None  # in the queue, 1-based; None once handed over
+        self._batch_key: BatchKey | None = None  # jobs with equal keys may share a batch
+        self._memory = 0  # the estimated peak (bytes) when the pool has a memory budget
         self._started_at: float | None = None
 
     def __repr__(self) -> str:
@@ -278,9 +302,9 @@ class _Worker:
         self.exited = False
         self.how: str = "still running"  # how it exited, once it has
         self.start_error: DreamError | None = None
-        self.seq: int | None = None  # the job number it works on, until it reports back
+        # The jobs of the batch it works on, by job number, until each reports back.
+        self.jobs: dict[int, Job] = {}
         self.killing = False  # killed by the pool: takes no job while its exit is on the way
-        self.job: Job | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
 
     @property
@@ -289,7 +313,11 @@ class _Worker:
 
     @property
     def idle(self) -> bool:
-        return self.ready and not self.exited and not self.killing and self.seq is None
+        return self.ready and not self.exited and not self.killing and not self.jobs
+
+    def live_jobs(self) -> list[tuple[int, Job]]:
+        """Its jobs whose callers still wait (the others only wait for the worker's report)."""
+        return [(seq, job) for seq, job in self.jobs.items() if not job.done]
 
     def clear_timer(self, name: str) -> None:
         handle = self.timers.pop(name, None)
@@ -469,9 +497,9 @@ class DreamPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
         for w in self._live_workers():
-            if w.job is not None and not w.job.done:
+            for seq, _ in w.live_jobs():
                 error = PoolClosedError("the pool shut down before this job finished")
-                self._stop_job(w, error, "cancelled")
+                self._stop_job(w, seq, error, "cancelled")
         await self._stop_workers()
         self._closed.set()
         log.info("dream pool closed")
@@ -520,7 +548,7 @@ class DreamPool:
         timeout = self.config.job_timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise InvalidParameterError("timeout_s must be positive")
-        self._check_memory(image, spec)
+        memory = self._check_memory(image, spec)
         limit = self.config.max_per_owner
         if owner is not None and limit is not None and self._owners[owner] >= limit:
             self._counts["rejected"] += 1
@@ -533,6 +561,9 @@ class DreamPool:
             overrides = spec.overrides.model_copy(update={"precision": self.config.precision})
             spec = spec.model_copy(update={"overrides": overrides})
         job = Job(self, bytes(image), spec, owner, timeout)
+        job._memory = memory
+        if max(self.config.batch_size(d) for d in self._slots) > 1:
+            job._batch_key = batch_key(job._image, spec)  # type: ignore[arg-type]
         self._active[job.id] = job
         if owner is not None:
             self._owners[owner] += 1
@@ -542,11 +573,12 @@ class DreamPool:
         self._dispatch()
         return job
 
-    def _check_memory(self, image: bytes, spec: JobSpec) -> None:
-        """Refuse a job whose estimated peak does not fit one worker's memory budget."""
+    def _check_memory(self, image: bytes, spec: JobSpec) -> int:
+        """Refuse a job whose estimated peak does not fit one worker's memory budget; the
+        estimate (0 without a budget)."""
         budget = self.config.worker_memory_bytes
         if budget is None:
-            return
+            return 0
         max_side = resolve(PRESETS[spec.preset], spec.overrides).max_size
         need = estimate_job_bytes(bytes(image), max_side)
         if need > budget:
@@ -555,6 +587,7 @@ class DreamPool:
                 f"That image would need about {need / 2**30:.1f} GiB to dream, more than the "
                 f"{budget / 2**30:.1f} GiB each dream may use here; please send a smaller one."
             )
+        return need
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start; None when the job is running, ended or unknown."""
@@ -579,6 +612,8 @@ class DreamPool:
             idle=sum(w.idle for w in live),
             rejected=self._counts["rejected"],
             killed=self._counts["killed"],
+            batches=self._counts["batches"],
+            batched=self._counts["batched"],
         )
 
     def worker_pids(self) -> list[int | None]:
@@ -594,24 +629,27 @@ class DreamPool:
             self._renumber()
             return True
         for w in self._live_workers():
-            if w.job is job:
-                self._stop_job(w, JobCancelledError("the dream was cancelled"), "cancelled")
-                return True
+            for seq, mine in w.live_jobs():
+                if mine is job:
+                    error = JobCancelledError("the dream was cancelled")
+                    self._stop_job(w, seq, error, "cancelled")
+                    return True
         # Handed to a worker that has just died: its exit is on the way; end the job now.
         self._end(job, error=JobCancelledError("the dream was cancelled"))
         return True
 
-    def _stop_job(self, w: _Worker, error: DreamError, kind: str) -> None:
-        """End the worker's job for the caller now; the worker stops at its next step, or is
-        killed after the grace (a time limit's is short: the slot must be free again soon)."""
-        assert w.job is not None and w.seq is not None
+    def _stop_job(self, w: _Worker, seq: int, error: DreamError, kind: str) -> None:
+        """End job `seq` for the caller now; the worker lets go of it at its next step (the rest
+        of its batch goes on), or is killed after the grace (a time limit's is short: the slot
+        must be free again soon)."""
+        job = w.jobs[seq]
         if w.handle is not None:
-            w.handle.cancel(w.seq)
-        w.clear_timer("timeout")
-        self._end(w.job, error=error, kind=kind)
+            w.handle.cancel(seq)
+        w.clear_timer(f"timeout:{seq}")
+        self._end(job, error=error, kind=kind)
         grace = self.config.timeout_grace_s if kind == "timed_out" else self.config.cancel_grace_s
-        if "kill" not in w.timers:
-            w.timers["kill"] = self._call_later(grace, self._on_kill_grace, w, w.seq, grace)
+        if f"kill:{seq}" not in w.timers:
+            w.timers[f"kill:{seq}"] = self._call_later(grace, self._on_kill_grace, w, seq, grace)
 
     def _end(
         self,
@@ -642,7 +680,7 @@ class DreamPool:
             return
         moved = False
         while self._queue and (w := self._pick_worker()) is not None:
-            self._hand_over(w, self._queue.popleft())
+            self._hand_over(w, self._take_batch(w.device))
             moved = True
         if moved:
             self._renumber()
@@ -651,18 +689,47 @@ class DreamPool:
         idle = [w for w in self._live_workers() if w.idle]
         if not idle:
             return None
-        busy = Counter(w.device for w in self._live_workers() if w.seq is not None)
+        busy = Counter(w.device for w in self._live_workers() if w.jobs)
         return min(idle, key=lambda w: (busy[w.device], w.slot))
 
-    def _hand_over(self, w: _Worker, job: Job) -> None:
-        seq = next(self._seq)
-        w.seq, w.job = seq, job
-        job._position = None
-        job._started_at = time.monotonic()
-        assert w.handle is not None and job._image is not None
-        w.handle.run(seq, job._image, job.spec)
-        job._image = None
-        w.timers["timeout"] = self._call_later(job._timeout_s, self._on_timeout, w, seq)
+    def _take_batch(self, device: str) -> list[Job]:
+        """The first queued job, and the next ones that can be dreamed with it (same batch key),
+        up to the device's batch size and, with a memory budget, what fits in it together."""
+        first = self._queue.popleft()
+        batch = [first]
+        limit = self.config.batch_size(device)
+        if first._batch_key is None or limit == 1:
+            return batch
+        budget = self.config.worker_memory_bytes
+        need = first._memory
+        for job in list(self._queue):
+            if len(batch) >= limit:
+                break
+            if job._batch_key != first._batch_key:
+                continue
+            if budget is not None and need + job._memory > budget:
+                continue
+            need += job._memory
+            batch.append(job)
+            self._queue.remove(job)
+        return batch
+
+    def _hand_over(self, w: _Worker, batch: list[Job]) -> None:
+        work: list[tuple[int, bytes, JobSpec]] = []
+        for job in batch:
+            seq = next(self._seq)
+            w.jobs[seq] = job
+            job._position = None
+            job._started_at = time.monotonic()
+            assert job._image is not None
+            work.append((seq, job._image, job.spec))
+            job._image = None
+            w.timers[f"timeout:{seq}"] = self._call_later(job._timeout_s, self._on_timeout, w, seq)
+        if len(batch) > 1:
+            self._counts["batches"] += 1
+            self._counts["batched"] += len(batch)
+        assert w.handle is not None
+        w.handle.run(work)
 
     def _renumber(self) -> None:
         for position, job in enumerate(self._queue, 1):
@@ -710,50 +777,55 @@ class DreamPool:
 
     def _live_job(self, w: _Worker, seq: int) -> Job | None:
         """The job `seq` if the worker is still on it and the caller still waits for it."""
-        job = w.job if w.seq == seq else None
+        job = w.jobs.get(seq)
         return job if job is not None and not job.done else None
 
     def _on_job_ended(
         self, w: _Worker, seq: int, result: JobResult | None, error: DreamError | None
     ) -> None:
-        if w.seq != seq:
+        if seq not in w.jobs:
             return
         if (job := self._live_job(w, seq)) is not None:
             self._end(job, result=result, error=error)
-        self._work_ended(w)
+        del w.jobs[seq]
+        w.clear_timer(f"timeout:{seq}")
+        w.clear_timer(f"kill:{seq}")
+        self._changed.set()
+        if not w.jobs:
+            self._dispatch()
 
     def _on_garbled(self, w: _Worker) -> None:
-        if w.job is not None and not w.job.done:
-            self._stop_job(w, DreamError("the dream worker sent an unreadable reply"), "failed")
-
-    def _work_ended(self, w: _Worker) -> None:
-        w.seq, w.job = None, None
-        w.clear_timer("timeout")
-        w.clear_timer("kill")
-        self._changed.set()
-        self._dispatch()
+        # A reply that cannot be read could have been any job's: none of the batch is trusted.
+        for seq, _ in w.live_jobs():
+            error = DreamError("the dream worker sent an unreadable reply")
+            self._stop_job(w, seq, error, "failed")
 
     def _on_timeout(self, w: _Worker, seq: int) -> None:
-        w.timers.pop("timeout", None)
-        if w.seq == seq and w.job is not None and not w.job.done and not w.exited:
-            limit = w.job._timeout_s
-            self._stop_job(
-                w, JobTimeoutError(f"the dream took longer than {limit:g} s"), "timed_out"
-            )
+        w.timers.pop(f"timeout:{seq}", None)
+        if (job := self._live_job(w, seq)) is not None and not w.exited:
+            limit = job._timeout_s
+            error = JobTimeoutError(f"the dream took longer than {limit:g} s")
+            self._stop_job(w, seq, error, "timed_out")
 
     def _on_kill_grace(self, w: _Worker, seq: int, grace: float) -> None:
-        w.timers.pop("kill", None)
-        if w.seq == seq and not w.exited and not w.killing:
-            log.warning(
-                "dream worker %d (pid %s) did not stop within %g s of being asked; "
-                "killing it and starting a replacement",
-                w.slot,
-                w.pid,
-                grace,
-            )
-            w.killing = True  # no new job for it, even if its last report is still on the way
-            self._counts["killed"] += 1
-            w.kill()
+        w.timers.pop(f"kill:{seq}", None)
+        if seq not in w.jobs or w.exited or w.killing:
+            return
+        if w.live_jobs():
+            # Its batch-mates still make progress for callers who wait, and the slot is not free
+            # before they end anyway: look again later, kill once nobody waits for it.
+            w.timers[f"kill:{seq}"] = self._call_later(grace, self._on_kill_grace, w, seq, grace)
+            return
+        log.warning(
+            "dream worker %d (pid %s) did not stop within %g s of being asked; "
+            "killing it and starting a replacement",
+            w.slot,
+            w.pid,
+            grace,
+        )
+        w.killing = True  # no new job for it, even if its last report is still on the way
+        self._counts["killed"] += 1
+        w.kill()
 
     def _on_start_timeout(self, w: _Worker) -> None:
         w.timers.pop("start", None)
@@ -769,9 +841,9 @@ class DreamPool:
         w.exited, w.how = True, how
         w.clear_timers()
         self._changed.set()
-        job = w.job
-        w.seq, w.job = None, None
-        if job is not None and not job.done:
+        jobs = list(w.jobs.values())
+        w.jobs.clear()
+        for job in jobs:
             self._end(
                 job,
                 error=WorkerCrashedError(f"the dream worker died while running this job ({how})"),

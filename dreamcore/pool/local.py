@@ -5,8 +5,9 @@ never blocks the event loop); messages come back through a reader thread that ha
 the loop with `call_soon_threadsafe`. EOF on a worker's pipe means its process exited: that is
 how a crash is noticed, and `Process.exitcode` says how it died.
 
-Cancellation needs no round trip: each worker has a shared integer; `cancel(seq)` writes the job
-number into it and the engine's `should_cancel` reads it between steps.
+Cancellation needs no round trip: each worker has a shared integer per place in a batch;
+`cancel(seq)` writes the job number into its job's place and the engine's `should_cancel` reads
+it between steps.
 
 Workers are daemonic, so even an interpreter exit without `close()` ends them, and a worker
 whose parent died stops its job at the next step and exits.
@@ -28,6 +29,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ..jobs import JobSpec
 from . import _worker
 from .backend import Backend, WorkerEvents, WorkerHandle
 from .core import PoolConfig
@@ -42,23 +44,24 @@ _STOP = object()  # tells a writer thread to close its pipe: the worker then exi
 class LocalWorker(WorkerHandle):
     """One worker process (one life of a slot) and the two threads that talk to it."""
 
-    def __init__(
-        self, slot: int, device: str, process: BaseProcess, cancel: ctypes.c_int64
-    ) -> None:
+    def __init__(self, slot: int, device: str, process: BaseProcess, cancel: Any) -> None:
         self.slot = slot
         self.device = device
         self.process = process
         self.pid = process.pid
-        self._cancel = cancel
+        self._cancel = cancel  # a shared int64 array: one place per job of a batch
+        self._place: dict[int, int] = {}  # seq -> its place in the batch being run
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.killed = False  # by the pool, on purpose
 
-    def run(self, seq: int, image: bytes, spec: Any) -> None:
-        self.outbox.put((seq, image, spec))
+    def run(self, work: Sequence[tuple[int, bytes, JobSpec]]) -> None:
+        self._place = {seq: i for i, (seq, _, _) in enumerate(work)}
+        self.outbox.put(list(work))
 
     def cancel(self, seq: int) -> None:
-        self._cancel.value = seq
+        if (place := self._place.get(seq)) is not None:
+            self._cancel[place] = seq
 
     def stop(self) -> None:
         self.outbox.put(_STOP)
@@ -106,7 +109,7 @@ class LocalBackend(Backend):
         loop = asyncio.get_running_loop()
         jobs_in, jobs_out = self._ctx.Pipe(duplex=False)
         events_in, events_out = self._ctx.Pipe(duplex=False)
-        cancel = self._ctx.RawValue(ctypes.c_int64, 0)
+        cancel = self._ctx.RawArray(ctypes.c_int64, self.config.batch_size(device))
         process = self._ctx.Process(
             target=_worker.worker_main,
             args=(slot, device, self.config.models, threads, jobs_in, events_out, cancel),

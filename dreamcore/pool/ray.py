@@ -9,10 +9,11 @@ limits, crash handling and statistics behave the same; only how a worker runs di
   actors (`num_cpus=torch_threads`) when the cluster has no GPU. Each loads its models once.
 - Image bytes go into Ray's object store (`ray.put`); the pool then drops its copy, and the
   result comes back as one object too.
-- A job is a streaming generator call: "started", progress (throttled like local workers) and
-  the result are yielded as they happen and reach the caller's event loop as they are made.
-- Cancel is a second call on the actor (it runs several calls at once, in threads), which sets
-  the number the engine's `should_cancel` checks between two steps.
+- A batch of jobs (see `batching`) is one streaming generator call: each job's "started",
+  progress (throttled like local workers) and result are yielded as they happen and reach the
+  caller's event loop as they are made.
+- Cancel is a second call on the actor (it runs several calls at once, in threads), which adds
+  the job's number to the set the engine's `should_cancel` checks between two steps.
 - Death: each actor also holds one call that only returns when the actor stops. When the actor
   dies (its process killed, its node lost), that call fails at once, and the core fails the
   running job with `WorkerCrashedError` and starts a replacement actor. Ray's own actor restarts
@@ -28,14 +29,14 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
 
 from ..errors import DreamError, PoolStartError
-from ..jobs import JobSpec, Progress
+from ..jobs import JobResult, JobSpec, Progress
 from ._worker import PROGRESS_INTERVAL_S, portable_error
 from .backend import Backend, WorkerEvents, WorkerHandle
 from .core import PoolConfig
@@ -55,7 +56,7 @@ class DreamActor:
         self._device = device
         self._models = tuple(models)
         self._threads = threads
-        self._cancel = 0
+        self._cancelled: set[int] = set()
         self._stopped = threading.Event()
 
     def load(self) -> tuple[str, Any, Any]:
@@ -75,45 +76,57 @@ class DreamActor:
             return ("start_failed", *portable_error(exc))
         return ("ready", os.getpid(), self._device)
 
-    def run(self, seq: int, image: bytes, spec: JobSpec) -> Iterator[tuple[Any, ...]]:
-        """Stream ("started",), ("progress", p) ..., then ("finished", r) or ("failed", e, tb)."""
-        from ..runner import run_job
+    def run(
+        self, seqs: list[int], specs: list[JobSpec], *images: bytes
+    ) -> Iterator[tuple[Any, ...]]:
+        """For each job: ("started", seq), ("progress", seq, p) ..., then ("finished", seq, r)
+        or ("failed", seq, e, tb); the call ends once every job of the batch has ended."""
+        from ..runner import run_batch
 
         messages: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        last = 0.0
 
-        def progress(p: Progress) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
-                last = now
-                messages.put(("progress", p))
+        def throttled(seq: int) -> Callable[[Progress], None]:
+            last = 0.0
+
+            def progress(p: Progress) -> None:
+                nonlocal last
+                now = time.monotonic()
+                if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
+                    last = now
+                    messages.put(("progress", seq, p))
+
+            return progress
+
+        def ended(i: int, outcome: JobResult | Exception) -> None:
+            if isinstance(outcome, JobResult):
+                messages.put(("finished", seqs[i], outcome))
+            else:
+                messages.put(("failed", seqs[i], *portable_error(outcome)))
 
         def work() -> None:
-            try:
-                result = run_job(
-                    image,
-                    spec,
-                    device=self._device,
-                    progress=progress,
-                    should_cancel=lambda: self._cancel == seq,
-                )
-                messages.put(("finished", result))
-            except Exception as exc:
-                messages.put(("failed", *portable_error(exc)))
+            run_batch(
+                list(zip(images, specs, strict=True)),
+                ended=ended,
+                device=self._device,
+                progress=[throttled(seq) for seq in seqs],
+                should_cancel=[lambda seq=seq: seq in self._cancelled for seq in seqs],
+            )
 
-        yield ("started",)
-        thread = threading.Thread(target=work, name=f"dream-{seq}", daemon=True)
+        for seq in seqs:
+            yield ("started", seq)
+        thread = threading.Thread(target=work, name=f"dream-{seqs[0]}", daemon=True)
         thread.start()
-        while True:
+        left = len(seqs)
+        while left:
             message = messages.get()
             yield message
             if message[0] != "progress":
-                break
+                left -= 1
+                self._cancelled.discard(message[1])
         thread.join()
 
     def cancel(self, seq: int) -> None:
-        self._cancel = seq
+        self._cancelled.add(seq)
 
     def wait_until_stopped(self) -> None:
         """Returns when the actor is told to stop; fails at once if the actor dies."""
@@ -141,29 +154,36 @@ class RayWorker(WorkerHandle):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def run(self, seq: int, image: bytes, spec: JobSpec) -> None:
+    def run(self, work: Sequence[tuple[int, bytes, JobSpec]]) -> None:
         # Into the object store now: the pool drops its own copy as soon as this returns.
-        self._task(self._run(seq, ray.put(image), spec))
+        seqs = [seq for seq, _, _ in work]
+        specs = [spec for _, _, spec in work]
+        self._task(self._run(seqs, specs, [ray.put(image) for _, image, _ in work]))
 
-    async def _run(self, seq: int, image: Any, spec: JobSpec) -> None:
+    async def _run(self, seqs: list[int], specs: list[JobSpec], images: list[Any]) -> None:
+        left = set(seqs)
         try:
-            stream = self.actor.run.options(num_returns="streaming").remote(seq, image, spec)
+            stream = self.actor.run.options(num_returns="streaming").remote(seqs, specs, *images)
             async for ref in stream:
                 message = await ref
-                kind = message[0]
+                kind, seq = message[0], message[1]
                 if kind == "started":
                     self.events.started(seq)
                 elif kind == "progress":
-                    self.events.progress(seq, message[1])
+                    self.events.progress(seq, message[2])
                 elif kind == "finished":
-                    self.events.finished(seq, message[1])
+                    left.discard(seq)
+                    self.events.finished(seq, message[2])
                 else:
-                    self.events.failed(seq, message[1], message[2])
+                    left.discard(seq)
+                    self.events.failed(seq, message[2], message[3])
         except RayActorError:
-            pass  # the actor died: `_watch` reports it, and the core fails the job
-        except Exception as exc:  # the reply could not be read: the job cannot be trusted
+            pass  # the actor died: `_watch` reports it, and the core fails the jobs
+        except Exception as exc:  # the reply could not be read: the jobs cannot be trusted
             log.exception("dream actor %d: unreadable reply", self.slot)
-            self.events.failed(seq, DreamError(f"the dream actor's reply was lost: {exc}"), None)
+            for seq in sorted(left):
+                error = DreamError(f"the dream actor's reply was lost: {exc}")
+                self.events.failed(seq, error, None)
 
     def cancel(self, seq: int) -> None:
         self.actor.cancel.remote(seq)
