@@ -358,7 +358,7 @@ class DreamService:
     async def _submit(self, reply: Reply, record: DreamRecord, image: bytes) -> ActiveDream:
         """Hand a reserved dream to the pool and follow it; the reservation is the caller's."""
         if self.settings.source_retention_h > 0:
-            await self.store.set_source(record.id, image)
+            await self.store.set_source(record.id, image, record.spec.guide)
         job = await self.pool.submit(
             image,
             record.spec,
@@ -437,15 +437,13 @@ class DreamService:
 
     async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
         embed = result_embed(dream.label, result, dream.reply.user)
-        # A `like` dream's guide is not kept, so it cannot be dreamed again from the store.
-        again = dream.job.spec.guide is None
         for attempt in range(2):
             file = discord.File(io.BytesIO(result.image), filename=result.filename)
             try:
                 await dream.reply.result(
                     embed=embed,
                     file=file,
-                    view=result_view(dream.id, dream.owner_id) if again else MISSING,
+                    view=result_view(dream.id, dream.owner_id),
                 )
                 return True
             except discord.HTTPException as exc:

@@ -97,6 +97,10 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE dreams ADD COLUMN cost INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE guild_config ADD COLUMN max_zoom_frames INTEGER;
     """,
+    # 6: a `like` dream keeps its guide picture beside its photo (Re-roll, resume after restart)
+    """
+    ALTER TABLE dreams ADD COLUMN guide BLOB;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -336,10 +340,18 @@ class Store:
             record = replace(record, created_at=record.created_at or time.time())
             await _insert_dream(q, record, self.runner)
 
-    async def set_source(self, dream_id: str, source: bytes | None) -> None:
-        """Keep the input image of a reserved dream (downloaded after the reservation)."""
+    async def set_source(
+        self, dream_id: str, source: bytes | None, guide: bytes | None = None
+    ) -> None:
+        """Keep the input image (and a `like` dream's guide) of a reserved dream.
+
+        They are downloaded after the reservation; with them the dream can be dreamed again
+        (Re-roll, Stronger, Weaker) or resumed after a restart.
+        """
         async with self._db.transaction() as q:
-            await q.execute("UPDATE dreams SET source = ? WHERE id = ?", (source, dream_id))
+            await q.execute(
+                "UPDATE dreams SET source = ?, guide = ? WHERE id = ?", (source, guide, dream_id)
+            )
 
     async def dream(self, dream_id: str) -> DreamRecord | None:
         row = await self._db.fetchone("SELECT * FROM dreams WHERE id = ?", (dream_id,))
@@ -382,7 +394,8 @@ class Store:
         """Forget input images older than a time (the dreams' rows stay, for quotas)."""
         async with self._db.transaction() as q:
             return await q.execute(
-                "UPDATE dreams SET source = NULL WHERE source IS NOT NULL AND created_at < ? "
+                "UPDATE dreams SET source = NULL, guide = NULL "
+                "WHERE source IS NOT NULL AND created_at < ? "
                 "AND status != 'queued'",
                 (older_than,),
             )
@@ -458,8 +471,8 @@ async def _insert_dream(q: Queries, record: DreamRecord, runner: str) -> None:
     await q.execute(
         """
         INSERT INTO dreams (id, owner_id, guild_id, channel_id, label, spec, source, status,
-                            created_at, finished_at, runner, cost)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            created_at, finished_at, runner, cost, guide)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         (
             record.id,
@@ -474,6 +487,7 @@ async def _insert_dream(q: Queries, record: DreamRecord, runner: str) -> None:
             record.finished_at,
             runner,
             record.spec.cost,
+            record.spec.guide if record.source is not None else None,
         ),
     )
 
@@ -485,12 +499,18 @@ def _record(row: Any) -> DreamRecord:
         guild_id=row["guild_id"],
         channel_id=row["channel_id"],
         label=row["label"],
-        spec=JobSpec.model_validate_json(row["spec"]),
+        spec=_spec(row),
         source=row["source"],
         status=row["status"],
         created_at=row["created_at"],
         finished_at=row["finished_at"],
     )
+
+
+def _spec(row: Any) -> JobSpec:
+    """The stored spec, with its guide picture put back (kept apart from the JSON: it's bytes)."""
+    spec = JobSpec.model_validate_json(row["spec"])
+    return spec if row["guide"] is None else spec.model_copy(update={"guide": row["guide"]})
 
 
 def _preset(row: Iterable[Any]) -> ServerPreset:

@@ -8,6 +8,7 @@ for this module); tiny photos, few frames and steps, so each dream takes seconds
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import av
@@ -49,6 +50,13 @@ def mp4_frames(data: bytes) -> list[Image.Image]:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         return [f.to_image() for f in container.decode(stream)]
+
+
+def grey_difference(first: bytes, second: bytes) -> float:
+    """Mean absolute difference of two pictures' grey levels (0-255), at the first's size."""
+    a = Image.open(io.BytesIO(first)).convert("L")
+    b = Image.open(io.BytesIO(second)).convert("L").resize(a.size)
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
 
 
 def texts(fake: FakeDiscord, asked: dict[str, Any]) -> list[str]:
@@ -179,13 +187,23 @@ async def test_like_grows_the_second_photo_into_the_first(fake: FakeDiscord, bot
     )
     liked = await dream_result(fake, two, timeout=60)
     assert "like default" in liked["embeds"][0]["description"]
-    assert custom_ids(liked) == [], "the guide is not kept, so no Re-roll"
     plain = await ask(fake, "!dream seed=5", data=COFFEE, filename="coffee.png")
     dreamed = await dream_result(fake, plain, timeout=60)
-    a = Image.open(io.BytesIO(upload_of(fake, liked))).convert("L")
-    b = Image.open(io.BytesIO(upload_of(fake, dreamed))).convert("L").resize(a.size)
-    difference = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean()
-    assert difference > 4, "the guide objective, not the default one, made it"
+    assert grey_difference(upload_of(fake, liked), upload_of(fake, dreamed)) > 4, (
+        "the guide objective, not the default one, made it"
+    )
+
+    # Re-roll keeps the guide (stored beside the photo): a new seed, still a `like` dream
+    rerolled = await fake.click(liked, button(liked, "reroll"), user=fake.alice)
+    again = await interaction_result(fake, rerolled, timeout=60)
+    line = again.json["embeds"][0]["description"]
+    assert "like default" in line and "seed `5`" not in line, line
+    seed = re.search(r"seed `(\d+)`", line)[1]  # type: ignore[index]
+    plain = await ask(fake, f"!dream seed={seed}", data=COFFEE, filename="coffee.png")
+    dreamed = await dream_result(fake, plain, timeout=60)
+    assert grey_difference(again.files[0].data, upload_of(fake, dreamed)) > 4, (
+        "the re-roll was guided too"
+    )
 
     # a reply to the photo with the guide attached
     photo = await ask(fake, "my coffee", data=COFFEE, filename="coffee.png", author=fake.bob)

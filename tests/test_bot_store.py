@@ -202,6 +202,24 @@ async def test_old_input_images_are_pruned_but_rows_stay(target: str) -> None:
         assert (await store.dream("1" * 12)).source == b"z"  # type: ignore[union-attr]
 
 
+async def test_a_like_dream_keeps_its_guide_with_its_photo_until_both_are_pruned(
+    target: str,
+) -> None:
+    """Re-roll and resume need the guide too; it is stored apart from the spec's JSON."""
+    async with Store.open(target) as store:
+        liked = DreamRecord("2" * 12, 7, GUILD, 8, "like", JobSpec(preset="guide", guide=b"g"))
+        await store.reserve_dream(replace(liked, spec=JobSpec(preset="guide")), Limits())
+        assert (await store.dream(liked.id)).spec.guide is None  # type: ignore[union-attr]
+        await store.set_source(liked.id, b"photo", b"g")
+        record = await store.dream(liked.id)
+        assert record is not None and record.source == b"photo" and record.spec == liked.spec
+        assert "b'g'" not in repr(record)
+        await store.finish_dream(liked.id, "done")
+        assert await store.prune_sources(time.time() + 1) == 1
+        record = await store.dream(liked.id)
+        assert record is not None and record.source is None and record.spec.guide is None
+
+
 # --- limits reserved with their check ----------------------------------------------------------
 
 
