@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dream-repeats", type=int, default=1, help="whole dreams per path and size")
     b.add_argument("--json", action="store_true", help="one JSON object per line")
     b.add_argument("--pool", action="store_true", help="benchmark the process pool instead")
+    b.add_argument(
+        "--zoom", action="store_true", help="a zoom frame's time against a still's step budget"
+    )
+    b.add_argument("--frames", type=int, default=6, help="with --zoom: frames per timed zoom")
     b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
     b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
     b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
@@ -355,6 +359,15 @@ def _bench(args: argparse.Namespace) -> int:
             address=args.ray_address,
         )
         print("\n".join(json.dumps(r) for r in rows) if args.json else ray_table(rows))
+        return 0
+    if args.zoom:
+        from .zoombench import format_table as zoom_table
+        from .zoombench import run_zoom_benchmark
+
+        zrows = run_zoom_benchmark(
+            sizes, preset=args.preset, device=args.device, frames=args.frames, repeats=2
+        )
+        print("\n".join(json.dumps(r.as_dict()) for r in zrows) if args.json else zoom_table(zrows))
         return 0
     if args.pool:
         from .poolbench import format_table as pool_table

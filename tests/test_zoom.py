@@ -141,3 +141,17 @@ def test_a_zoom_costs_several_dreams() -> None:
     assert JobSpec().cost == 1
     assert JobSpec(zoom=ZoomSpec(frames=48, frame_steps=4)).cost == 11
     assert JobSpec(zoom=ZoomSpec(frames=2, frame_steps=1)).cost == 2
+
+
+def test_the_zoom_benchmark_prices_a_frame_against_the_still_it_follows() -> None:
+    """`dreamcore bench --zoom`: a frame's time over its step budget, and what a zoom is charged."""
+    from dreamcore.zoombench import run_zoom_benchmark, still_full_steps
+
+    (row,) = run_zoom_benchmark([72], preset="edges", frames=3, frame_steps=2, repeats=1)
+    # edges: 2 octaves of 10 steps, the coarse one at 1/1.4 the side: 10 + 10 * (51/72)**2
+    assert row.still_steps == pytest.approx(still_full_steps((72, 72), 10, [(51, 51), (72, 72)]))
+    assert row.still_steps == pytest.approx(15.0, abs=0.1)
+    assert row.still_s > 0 and row.frame_s > 0
+    assert row.ratio == pytest.approx(row.frame_s / (2 * row.still_s / row.still_steps))
+    assert row.charged == JobSpec(preset="edges", zoom=ZoomSpec(frames=48, frame_steps=2)).cost
+    assert row.measured == pytest.approx(1 + 47 * row.frame_s / row.still_s)
