@@ -14,6 +14,7 @@ __all__ = [
     "DeviceMemoryError",
     "DreamCancelled",
     "DreamError",
+    "EmptyImageError",
     "ImageError",
     "ImageMetadataError",
     "ImageTooLargeError",
@@ -55,6 +56,10 @@ class CorruptImageError(ImageError):
 
 class ImageTooLargeError(ImageError):
     """Too many pixels (or a decompression bomb); refused before the pixels are decoded."""
+
+
+class EmptyImageError(ImageError):
+    """Nothing to see: an alpha that hides every pixel over one flat colour (no picture under it)."""
 
 
 class ImageMetadataError(ImageError):

@@ -23,6 +23,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from .errors import (
     CorruptImageError,
+    EmptyImageError,
     ImageError,
     ImageMetadataError,
     ImageTooLargeError,
@@ -69,7 +70,12 @@ _FORMAT_SHOWN = {"JPEG": "JPEG", "WEBP": "WebP", "PNG": "PNG"}
 # An alpha whose most opaque pixel is below this (of 255) shows nothing: it is treated as absent.
 _VISIBLE_ALPHA = 16
 _ORIENTATION = 0x0112  # the EXIF tag
-_FRAMES_SEARCHED = 32  # frames of an animation looked through for one that shows something
+# Frames of an animation looked through for one that shows something: all of a small one (up to
+# 1000), fewer of a large one, so that a 40 MP animation cannot make a worker decode for minutes.
+_FRAMES_SEARCHED = 1000
+_PIXELS_SEARCHED = 100_000_000
+# A hidden picture whose channels vary by at most this (of 255) is one flat colour: no picture.
+_FLAT = 2
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,9 @@ def _seek_visible_frame(image: ImageFile.ImageFile, fmt: str) -> None:
     frames = getattr(image, "n_frames", 1)
     if frames <= 1 or not _hides_everything(image):
         return
-    for index in range(1, min(frames, _FRAMES_SEARCHED)):
+    width, height = image.size
+    searched = min(frames, _FRAMES_SEARCHED, max(2, _PIXELS_SEARCHED // max(1, width * height)))
+    for index in range(1, searched):
         try:
             image.seek(index)
         except _DECODE_ERRORS as exc:
@@ -192,10 +200,12 @@ def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         return _split_sixteen_bit(image)
     try:
         if image.mode in ("RGBA", "LA"):
-            return image.convert("RGB"), _real_alpha(image.getchannel("A"))
+            rgb = image.convert("RGB")
+            return rgb, _real_alpha(image.getchannel("A"), rgb)
         if image.mode in _ALPHA_MODES or "transparency" in image.info:
             rgba = image.convert("RGBA")
-            return rgba.convert("RGB"), _real_alpha(rgba.getchannel("A"))
+            rgb = rgba.convert("RGB")
+            return rgb, _real_alpha(rgba.getchannel("A"), rgb)
         if image.mode == "RGB":
             return image, None  # no copy of a picture that may be 40 MP
         return image.convert("RGB"), None
@@ -224,17 +234,29 @@ def _split_sixteen_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | N
         np.clip(strip, 0, 65_535, out=strip)
         grey[top : top + rows] = (strip * 2 + 257) // 514
     rgb = Image.fromarray(grey).convert("RGB")
-    return rgb, _real_alpha(Image.fromarray(alpha)) if alpha is not None else None
+    return rgb, _real_alpha(Image.fromarray(alpha), rgb) if alpha is not None else None
 
 
-def _real_alpha(alpha: Image.Image) -> Image.Image | None:
+def _real_alpha(alpha: Image.Image, rgb: Image.Image) -> Image.Image | None:
     """Drop an alpha that hides nothing (the output can be a plain JPEG), and one that hides
-    everything (a dream nobody could see): the picture under it is what gets dreamed."""
+    everything (a dream nobody could see): the picture under it is what gets dreamed. When that
+    is one flat colour (WebP and GIF keep no colours under a hidden pixel), there is no picture.
+    """
     low, high = alpha.getextrema()
     if high < _VISIBLE_ALPHA:
+        if all(top - bottom <= _FLAT for bottom, top in _extrema(rgb)):
+            raise EmptyImageError(
+                "That image is completely transparent, with nothing under it to dream; "
+                "please send a picture that shows something."
+            )
         logger.info("The image's alpha hides every pixel; dreaming the colours under it")
         return None
     return None if low == 255 else alpha
+
+
+def _extrema(rgb: Image.Image) -> list[tuple[int, int]]:
+    extrema = rgb.getextrema()
+    return [extrema] if isinstance(extrema[0], int) else list(extrema)  # type: ignore[list-item]
 
 
 def _claimed_format(data: bytes) -> str | None:

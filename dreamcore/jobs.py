@@ -162,8 +162,8 @@ class JobResult:
     model: str
     seed: int
     elapsed_s: float
-    # A pool worker's peak resident memory above its idle size (getrusage's lifetime high-water
-    # mark, so an upper bound for this job); 0 outside a worker.
+    # A pool worker's peak resident memory during this job above its idle size (Linux VmHWM,
+    # reset at the job's start; elsewhere getrusage's lifetime mark, an upper bound); 0 outside.
     peak_memory_bytes: int = 0
     kind: str = "dream"  # "dream", "zoom" or "explore"
     frames: int = 1

@@ -20,6 +20,7 @@ from PIL import Image, ImageFile
 
 from dreamcore.errors import (
     CorruptImageError,
+    EmptyImageError,
     ImageError,
     ImageMetadataError,
     ImageTooLargeError,
@@ -123,6 +124,10 @@ BAD_INPUTS: dict[str, tuple[Callable[[], bytes], type[ImageError]]] = {
     "a 320x240 PNG with a 50 MB colour profile": (
         lambda: photo_png_with([png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(50 << 20)))]),
         ImageMetadataError,
+    ),
+    "a fully transparent PNG of one colour (nothing under the alpha either)": (
+        lambda: encoded(Image.new("RGBA", (32, 24), (90, 140, 200, 0)), "PNG"),
+        EmptyImageError,
     ),
     "a 320x240 PNG with 70 text chunks of 1 MB": (
         lambda: photo_png_with(
@@ -339,6 +344,14 @@ def test_an_animation_whose_first_frame_is_empty_gives_the_first_frame_with_some
         decoded = decode_image(data)
         assert decoded.alpha is None, fmt
         assert decoded.rgb.getpixel((16, 16)) == (255, 0, 0), fmt
+
+
+def test_an_animation_is_searched_past_its_32nd_frame_for_one_that_shows_something() -> None:
+    frames = [Image.new("RGBA", (32, 32), (i, 0, 0, 0)) for i in range(60)]
+    frames.append(Image.new("RGBA", (32, 32), (255, 0, 0, 255)))
+    data = encoded(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=20)
+    decoded = decode_image(data)
+    assert decoded.alpha is None and decoded.rgb.getpixel((16, 16)) == (255, 0, 0)
 
 
 def test_animated_gif_gives_its_first_frame() -> None:

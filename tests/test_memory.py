@@ -1,7 +1,7 @@
 """Memory per job: a 40-megapixel photo through a real pool worker, measured in the worker.
 
-The worker reports `JobResult.peak_memory_bytes`: its resident high-water mark (getrusage) less
-its idle size after loading the model. Before strips and uint8 composition this was 3.9 GiB
+The worker reports `JobResult.peak_memory_bytes`: its resident high-water mark during the job
+(VmHWM, reset as the job starts) less its idle size after loading the model. Before strips and uint8 composition this was 3.9 GiB
 (RGB) and 4.4 GiB (alpha, WebP out); the goal is at most 1.5 GiB whatever the input mode.
 """
 

@@ -122,6 +122,7 @@ def _serve(
             if not _send(events, (STARTED, seq)):
                 return 0
         reply = _Replies(events, seqs, idle, device)
+        _reset_peak()  # a batch's peak is its own (its jobs share it)
         run_batch(
             [(image, spec) for _, image, spec in batch],
             ended=reply.ended,
@@ -186,8 +187,19 @@ def _resident_bytes() -> int:
         return 0
 
 
+def _reset_peak() -> None:
+    """Start this job's high-water mark at the present size (Linux), so each job's peak is its
+    own, not the largest of the worker's life; where that cannot be done, the life's is kept."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
 def _peak_resident_bytes() -> int:
-    """The process's resident high-water mark (ru_maxrss is in KiB on Linux)."""
+    """The resident high-water mark since `_reset_peak` (VmHWM), else getrusage's (the life's)."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
