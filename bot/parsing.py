@@ -59,7 +59,7 @@ OPTION_ALIASES: dict[str, str] = {
 USER_OPTIONS = ("strength", "steps", "octaves", "scale", "step_size", "jitter", "layer", "model",
                 "channel", "size", "seed")  # fmt: skip
 # Options of `!dream zoom` and `!dream explore` beside the dream's own.
-ZOOM_OPTIONS = ("frames", "zoom", "rotate", "format")
+ZOOM_OPTIONS = ("frames", "zoom", "rotate", "format", "between")
 EXPLORE_OPTIONS = ("top",)
 _DISPLAY = {"octave_scale": "scale", "max_size": "size"}
 # Presets that need more than one image; chat offers one image per dream.

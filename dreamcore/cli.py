@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     z.add_argument("--rotate", type=float, default=0.0, help="degrees from frame to frame")
     z.add_argument("--frame-steps", type=int, default=4, help="dream steps per frame")
     z.add_argument("--fps", type=int, default=12)
+    z.add_argument(
+        "--between", type=int, default=0, help="in-between frames per dreamed frame (no dreaming)"
+    )
     z.add_argument("--budget", type=int, default=DEFAULT_OUTPUT_BUDGET, help="bytes at most")
     z.add_argument("--guide", type=Path, help="grow this image's features into the input")
 
@@ -211,6 +214,7 @@ def _zoom(args: argparse.Namespace) -> int:
         frame_steps=args.frame_steps,
         fps=args.fps,
         format=fmt,
+        between=args.between,
     )
     spec = JobSpec(
         preset=args.preset,

@@ -72,6 +72,9 @@ def parse_channel(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name.strip() or None), tuple(dict.fromkeys(index))
 
 
+MAX_VIDEO_FRAMES = 1200  # a zoom's frames, in-between ones included: 100 s at 12 fps
+
+
 class ZoomSpec(BaseModel):
     """A dream zoom: dream, zoom in a little, dream again from the previous frame, and so on."""
 
@@ -83,6 +86,23 @@ class ZoomSpec(BaseModel):
     frame_steps: int = Field(4, ge=1, le=100, description="dream steps per frame after the first")
     fps: int = Field(12, ge=1, le=60)
     format: Literal["mp4", "gif", "webp"] = "mp4"
+    between: int = Field(
+        0, ge=0, le=7, description="in-between frames per dreamed frame: the camera's move only"
+    )
+
+    @model_validator(mode="after")
+    def _video_length(self) -> ZoomSpec:
+        if self.video_frames > MAX_VIDEO_FRAMES:
+            raise InvalidParameterError(
+                f"A zoom of {self.frames} frames with {self.between} in-between frames each makes "
+                f"{self.video_frames} frames; at most {MAX_VIDEO_FRAMES}."
+            )
+        return self
+
+    @property
+    def video_frames(self) -> int:
+        """The frames of the video: the dreamed ones and the in-between ones."""
+        return self.frames + (self.frames - 1) * self.between
 
 
 class ExploreSpec(BaseModel):

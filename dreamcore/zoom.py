@@ -26,7 +26,7 @@ from .presets import Preset
 from .runner import build_objective, default_device, dream_params, resolve_spec
 from .video import encode_animation
 
-__all__ = ["run_zoom", "zoom_frames", "zoom_in"]
+__all__ = ["in_between", "run_zoom", "zoom_frames", "zoom_in"]
 
 ProgressFn = Callable[[Progress], None]
 
@@ -37,6 +37,33 @@ def zoom_in(image: torch.Tensor, scale: float, degrees: float = 0.0) -> torch.Te
     One bilinear resampling does the crop, the resize and the turn; corners a turn uncovers are
     mirrored in from the picture.
     """
+    return _warp(image, scale, degrees).clamp_(0, 1)
+
+
+def in_between(before: torch.Tensor, after: torch.Tensor, zoom: ZoomSpec) -> list[torch.Tensor]:
+    """`zoom.between` frames from one dreamed frame to the next, without dreaming.
+
+    `after` is `before` moved by the camera and then dreamed a few steps. An in-between frame at
+    fraction `t` is `before` moved a fraction `t` of the way, plus the dream's new detail
+    (`after` less the moved `before`) moved back to `t` and faded in by `t`: from `before`
+    towards `after`. The video gets `between + 1` times the frames for the price of a few
+    resamplings, and the new detail grows in instead of appearing at once. The move is bicubic:
+    a bilinear one left the in-between frames ~15% less sharp than the dreams, a pulse of blur.
+    """
+    detail = after - zoom_in(before, zoom.zoom, zoom.rotate)
+    frames = []
+    for k in range(1, zoom.between + 1):
+        t = k / (zoom.between + 1)
+        moved = _warp(before, zoom.zoom**t, zoom.rotate * t, "bicubic")
+        grown = _warp(detail, zoom.zoom ** (t - 1), zoom.rotate * (t - 1))
+        frames.append((moved + t * grown).clamp_(0, 1))
+    return frames
+
+
+def _warp(
+    image: torch.Tensor, scale: float, degrees: float = 0.0, mode: str = "bilinear"
+) -> torch.Tensor:
+    """The camera's move on `image` (3, H, W): zoomed by `scale` about the centre, turned."""
     _, h, w = image.shape
     a = math.radians(degrees)
     rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -46,9 +73,9 @@ def zoom_in(image: torch.Tensor, scale: float, degrees: float = 0.0) -> torch.Te
     theta = torch.cat([linear, torch.zeros(2, 1)], dim=1)[None].to(image)
     grid = F.affine_grid(theta, [1, 3, h, w], align_corners=False)
     out = F.grid_sample(
-        image[None], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        image[None], grid, mode=mode, padding_mode="reflection", align_corners=False
     )
-    return out[0].clamp_(0, 1)
+    return out[0]
 
 
 def zoom_frames(
@@ -62,7 +89,11 @@ def zoom_frames(
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[Image.Image]:
-    """The zoom's frames at the preset's size cap: a still dream, then zoom + a few steps each."""
+    """The zoom's frames at the preset's size cap: a still dream, then zoom + a few steps each.
+
+    With `zoom.between`, that many in-between frames (`in_between`) precede each dreamed frame
+    after the first.
+    """
     net = load_model(preset.model, device or default_device())
     objective = build_objective(preset, net, guide_image)
     x = to_tensor(cap_side(rgb, preset.max_size))
@@ -89,9 +120,18 @@ def zoom_frames(
         params = replace(still, octaves=1, steps=zoom.frame_steps, seed=(seed + i) % 2**63)
         moved = zoom_in(current, zoom.zoom, zoom.rotate)
         before = first_steps + (i - 1) * zoom.frame_steps
-        current = dream(
-            moved, net, objective, params, progress=report(i, before), should_cancel=should_cancel
+        previous, current = (
+            current,
+            dream(
+                moved,
+                net,
+                objective,
+                params,
+                progress=report(i, before),
+                should_cancel=should_cancel,
+            ),
         )
+        frames += [to_image(t) for t in in_between(previous, current, zoom)]
         frames.append(to_image(current))
     return frames
 

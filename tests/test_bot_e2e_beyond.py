@@ -242,9 +242,10 @@ async def test_slash_dream_with_a_guide_and_a_channel(fake: FakeDiscord, bot: Dr
 
 async def test_slash_zoom_and_explore(fake: FakeDiscord, bot: DreamBot) -> None:
     zoom = await fake.slash(
-        "dream-zoom", {"image": fake.attachment(PHOTO, "p.png"), "frames": 2, "format": "webp"}
+        "dream-zoom",
+        {"image": fake.attachment(PHOTO, "p.png"), "frames": 2, "format": "webp", "between": 2},
     )
     followup = await interaction_result(fake, zoom, timeout=90)
     with Image.open(io.BytesIO(followup.files[0].data)) as webp:
-        assert webp.format == "WEBP" and webp.n_frames == 2
+        assert webp.format == "WEBP" and webp.n_frames == 4, "2 dreamed, 2 in between"
     assert PHOTO_IMAGE.size

@@ -46,7 +46,9 @@ class DreamCog(commands.Cog, name="Dream"):
         """Dream on the attached (or replied-to, or latest) photo."""
         await self._prefix(ctx, args, "dream")
 
-    @dream_prefix.command(name="zoom", usage="[preset] [frames=24 zoom=1.04 rotate=0 format=mp4]")
+    @dream_prefix.command(
+        name="zoom", usage="[preset] [frames=24 zoom=1.04 rotate=0 format=mp4 between=0]"
+    )
     async def zoom_prefix(self, ctx: commands.Context[DreamBot], *, args: str = "") -> None:
         """A dream-zoom video of the photo."""
         await self._prefix(ctx, args, "zoom", ZOOM_OPTIONS)
@@ -150,6 +152,7 @@ class DreamCog(commands.Cog, name="Dream"):
         zoom="scale from one frame to the next, 1.0-1.5",
         rotate="degrees from one frame to the next",
         format="mp4 (plays inline), gif or webp",
+        between="in-between frames per dreamed frame: a smoother, longer video, no extra dreaming",
         strength="how hard to dream, 0.1-4",
         seed="the same seed and options give the same zoom",
     )
@@ -162,11 +165,12 @@ class DreamCog(commands.Cog, name="Dream"):
         zoom: app_commands.Range[float, 1.0, 1.5] | None = None,
         rotate: app_commands.Range[float, -45.0, 45.0] | None = None,
         format: Literal["mp4", "gif", "webp"] | None = None,
+        between: app_commands.Range[int, 0, 7] | None = None,
         strength: app_commands.Range[float, 0.1, 4.0] | None = None,
         seed: app_commands.Range[int, 0, _SEED_MAX] | None = None,
     ) -> None:
         options = {"frames": frames, "zoom": zoom, "rotate": rotate, "format": format,
-                   "strength": strength, "seed": seed}  # fmt: skip
+                   "between": between, "strength": strength, "seed": seed}  # fmt: skip
         await self.bot.dreams.start(
             DreamRequest(
                 reply=InteractionReply(interaction, ttl_s=self.bot.settings.interaction_ttl_s),
