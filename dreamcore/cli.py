@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
     b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
     b.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="with --pool: also run each burst with batch_max=N (1: no batched rows)",
+    )
+    b.add_argument(
         "--backend",
         choices=("local", "ray"),
         default="local",
@@ -378,7 +384,9 @@ def _bench(args: argparse.Namespace) -> int:
         from .poolbench import run_pool_benchmark
 
         workers = [int(w) for w in args.workers.split(",")]
-        rows = run_pool_benchmark(workers, args.jobs, sizes[0], args.preset, threads=args.threads)
+        rows = run_pool_benchmark(
+            workers, args.jobs, sizes[0], args.preset, threads=args.threads, batch=args.batch
+        )
         if args.json:
             for row in rows:
                 print(json.dumps(row))

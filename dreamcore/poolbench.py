@@ -11,6 +11,10 @@ In one run, on the same jobs (one synthetic image of `size` px, seeds 0..jobs-1)
   throughput and latency are of those runs one after another, as if all arrived at once.
 - Throughput and latency: for each worker count, every job is submitted at once (a burst);
   latency is submit to result (p50 and p95), throughput is jobs per minute of wall time.
+- Batches: with `batch` above 1, each worker count runs the same burst a second time through a
+  pool with `batch_max=batch` (queued jobs of one size dreamed together, see `batching`); the
+  first job of each idle worker still starts alone. The table then gives batched against
+  unbatched throughput and p95 latency, and the batches that ran.
 Before any timing, one untimed job per worker (and one in-process) warms the caches, so model
 loading and first-call costs count on neither side.
 
@@ -62,23 +66,31 @@ def run_pool_benchmark(
     preset: str,
     *,
     threads: int | None = None,
+    batch: int = 1,
 ) -> list[dict[str, Any]]:
-    """The in-process baseline (with the pool's overhead), then one row per worker count.
+    """The in-process baseline (with the pool's overhead), then one row per worker count (two
+    with `batch` > 1: unbatched, then batched).
 
     `threads` fixes the torch threads of every worker and of the in-process runs; None splits
     the cores between the workers as the pool does.
     """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
     if jobs < 1 or not worker_counts or min(worker_counts) < 1:
         raise ValueError("need at least one job and worker counts of at least 1")
     specs = [
         JobSpec(preset=preset, overrides=DreamOverrides(max_size=size), seed=i) for i in range(jobs)
     ]
     counts = sorted(set(worker_counts))
-    return asyncio.run(_benchmark(counts, sample_image(size), specs, threads))
+    return asyncio.run(_benchmark(counts, sample_image(size), specs, threads, batch))
 
 
 async def _benchmark(
-    worker_counts: list[int], image: bytes, specs: list[JobSpec], threads: int | None
+    worker_counts: list[int],
+    image: bytes,
+    specs: list[JobSpec],
+    threads: int | None,
+    batch: int = 1,
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -95,6 +107,17 @@ async def _benchmark(
                     rows.append(await _paired(pool, image, specs, *plan(config)[0], model))
                 if workers in worker_counts:
                     rows.append(await _burst(pool, image, specs, plan(config)))
+            if batch > 1 and workers in worker_counts:
+                config = _config(workers, model, threads, batch)
+                async with DreamPool(config) as pool:
+                    warm = [await pool.submit(image, specs[0]) for _ in range(workers)]
+                    await asyncio.gather(*(job.result() for job in warm))
+                    before = pool.stats()
+                    row = await _burst(pool, image, specs, plan(config))
+                    row["mode"], row["batch"] = "pool batched", batch
+                    row["batches"] = pool.stats().batches - before.batches
+                    row["batched_jobs"] = pool.stats().batched - before.batched
+                    rows.append(row)
     finally:
         torch.set_num_threads(threads_before)
     base = rows[0]["wall_s"]
@@ -164,7 +187,17 @@ async def _burst(
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as an aligned text table, with the overhead of the pool spelled out below."""
-    header = ("mode", "workers", "threads", "jobs/min", "p50 s", "p95 s", "engine s", "speed-up")
+    header = (
+        "mode",
+        "workers",
+        "threads",
+        "batch",
+        "jobs/min",
+        "p50 s",
+        "p95 s",
+        "engine s",
+        "speed-up",
+    )
     lines = [header]
     for r in rows:
         lines.append(
@@ -172,6 +205,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 r["mode"],
                 str(r["workers"]),
                 str(r["threads"]),
+                str(r["batch"]),
                 f"{r['jobs_per_min']:.1f}",
                 f"{r['p50_s']:.3f}",
                 f"{r['p95_s']:.3f}",
@@ -205,6 +239,18 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"pool's own time: {r['pool_own_s_per_job'] * 1000:+.1f} ms per job "
                 f"({r['pool_own_pct']:+.2f}%): submit-to-result minus the worker's run_job time"
             )
+    for r in rows:
+        plain = next(
+            (p for p in rows if p["mode"] == "pool" and p["workers"] == r["workers"]), None
+        )
+        if r["mode"] == "pool batched" and plain is not None:
+            text.append(
+                f"batched vs unbatched, {r['workers']} worker(s): "
+                f"{r['jobs_per_min'] / plain['jobs_per_min']:.2f}x the jobs/min "
+                f"({r['jobs_per_min']:.1f} vs {plain['jobs_per_min']:.1f}), p95 "
+                f"{r['p95_s']:.2f} s vs {plain['p95_s']:.2f} s; {r['batched_jobs']} of "
+                f"{r['jobs']} jobs ran in {r['batches']} batches"
+            )
     return "\n".join(text)
 
 
@@ -224,7 +270,7 @@ def sample_image(size: int) -> bytes:
     return out.getvalue()
 
 
-def _config(workers: int, model: str, threads: int | None) -> PoolConfig:
+def _config(workers: int, model: str, threads: int | None, batch: int = 1) -> PoolConfig:
     import torch
 
     on_cuda = torch.cuda.is_available()
@@ -236,6 +282,7 @@ def _config(workers: int, model: str, threads: int | None) -> PoolConfig:
         models=(model,),
         max_queue=10_000,
         job_timeout_s=3600.0,
+        batch_max=batch,
     )
 
 
@@ -265,6 +312,9 @@ def _row(
         "mean_latency_s": round(statistics.fmean(latencies), 4),
         "engine_s": round(statistics.fmean(engine), 4),  # run_job's own time, per job
         "speedup": 1.0,
+        "batch": 1,
+        "batches": 0,
+        "batched_jobs": 0,
         "pool_sequential_s": None,
         "overhead_s_per_job": None,
         "overhead_pct": None,

@@ -195,3 +195,17 @@ async def test_a_job_of_a_batch_that_times_out_leaves_and_the_others_finish(
     await settle(pool)
     assert pool.stats().restarts == restarts and pool.stats().killed == 0
     assert pool.stats().timed_out >= 1
+
+
+def test_the_pool_benchmark_reports_batched_against_unbatched_throughput() -> None:
+    """`dreamcore bench --pool --batch 3` in small: 3 jobs at once on 1 worker, the second and
+    third queued together. The figures themselves are the benchmark's to report, not a test's."""
+    from dreamcore.poolbench import format_table, run_pool_benchmark
+
+    rows = run_pool_benchmark([1], 3, 64, "edges", threads=1, batch=3)
+    assert [r["mode"] for r in rows] == ["in-process", "pool", "pool batched"]
+    batched = rows[-1]
+    assert (batched["batch"], batched["batches"], batched["batched_jobs"]) == (3, 1, 2)
+    assert all(r["jobs_per_min"] > 0 and r["p95_s"] >= r["p50_s"] > 0 for r in rows)
+    table = format_table(rows)
+    assert "batched vs unbatched, 1 worker(s):" in table and "2 of 3 jobs ran in 1 batches" in table
