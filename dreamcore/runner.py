@@ -291,14 +291,21 @@ def run_job(
         progress=progress,
         should_cancel=should_cancel,
     )
-    data, fmt = encode_image(out, decoded.alpha, budget=spec.output_budget)
+    return _still_result(out, decoded.alpha, spec, preset.model, seed, start)
+
+
+def _still_result(
+    out: Image.Image, alpha: Image.Image | None, spec: JobSpec, model: str, seed: int, start: float
+) -> JobResult:
+    """A still dream encoded to its spec's budget, and what made it."""
+    data, fmt = encode_image(out, alpha, budget=spec.output_budget)
     return JobResult(
         image=data,
         format=fmt,
         width=out.width,
         height=out.height,
         preset=spec.preset,
-        model=preset.model,
+        model=model,
         seed=seed,
         elapsed_s=time.perf_counter() - start,
     )
@@ -398,22 +405,9 @@ def _run_stills(
         for (i, decoded, _, seed), out in zip(members, outs, strict=True):
             if isinstance(out, DreamCancelled):
                 continue  # reported when it left the batch
-            spec = work[i][1]
             try:
-                data, fmt = encode_image(out, decoded.alpha, budget=spec.output_budget)
+                result = _still_result(out, decoded.alpha, work[i][1], preset.model, seed, start)
             except Exception as exc:
                 report(i, exc)
                 continue
-            report(
-                i,
-                JobResult(
-                    image=data,
-                    format=fmt,
-                    width=out.width,
-                    height=out.height,
-                    preset=spec.preset,
-                    model=preset.model,
-                    seed=seed,
-                    elapsed_s=time.perf_counter() - start,
-                ),
-            )
+            report(i, result)

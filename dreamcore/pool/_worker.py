@@ -33,6 +33,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -127,7 +128,7 @@ def _serve(
             [(image, spec) for _, image, spec in batch],
             ended=reply.ended,
             device=device,
-            progress=[_throttled(events, seq) for seq in seqs],
+            progress=[throttled(partial(_send_progress, events, seq)) for seq in seqs],
             should_cancel=[_cancel_check(cancel, i, seq, parent) for i, seq in enumerate(seqs)],
         )
         del batch
@@ -156,8 +157,8 @@ class _Replies:
         self.pool_gone = self.pool_gone or not _send(self.events, reply)
 
 
-def _throttled(events: Connection, seq: int) -> Callable[[Progress], None]:
-    """Job `seq`'s progress, at most one message per PROGRESS_INTERVAL_S (and the last step)."""
+def throttled(send: Callable[[Progress], None]) -> Callable[[Progress], None]:
+    """`send` at most once per PROGRESS_INTERVAL_S (and for the last step): a step can be ~1 ms."""
     last = 0.0
 
     def progress(p: Progress) -> None:
@@ -165,9 +166,13 @@ def _throttled(events: Connection, seq: int) -> Callable[[Progress], None]:
         now = time.monotonic()
         if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
             last = now
-            _send(events, (PROGRESS, seq, p))
+            send(p)
 
     return progress
+
+
+def _send_progress(events: Connection, seq: int, p: Progress) -> None:
+    _send(events, (PROGRESS, seq, p))
 
 
 def _cancel_check(cancel: Sequence[int], i: int, seq: int, parent: int) -> Callable[[], bool]:

@@ -28,16 +28,15 @@ import logging
 import os
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
 
 from ..errors import DreamError, PoolStartError
-from ..jobs import JobResult, JobSpec, Progress
-from ._worker import PROGRESS_INTERVAL_S, portable_error
+from ..jobs import JobResult, JobSpec
+from ._worker import portable_error, throttled
 from .backend import Backend, WorkerEvents, WorkerHandle
 from .core import PoolConfig
 
@@ -85,18 +84,6 @@ class DreamActor:
 
         messages: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
 
-        def throttled(seq: int) -> Callable[[Progress], None]:
-            last = 0.0
-
-            def progress(p: Progress) -> None:
-                nonlocal last
-                now = time.monotonic()
-                if p.fraction >= 1.0 or now - last >= PROGRESS_INTERVAL_S:
-                    last = now
-                    messages.put(("progress", seq, p))
-
-            return progress
-
         def ended(i: int, outcome: JobResult | Exception) -> None:
             if isinstance(outcome, JobResult):
                 messages.put(("finished", seqs[i], outcome))
@@ -108,7 +95,9 @@ class DreamActor:
                 list(zip(images, specs, strict=True)),
                 ended=ended,
                 device=self._device,
-                progress=[throttled(seq) for seq in seqs],
+                progress=[
+                    throttled(lambda p, seq=seq: messages.put(("progress", seq, p))) for seq in seqs
+                ],
                 should_cancel=[lambda seq=seq: seq in self._cancelled for seq in seqs],
             )
 
