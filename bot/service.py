@@ -22,6 +22,7 @@ import discord
 from discord.utils import MISSING
 
 from dreamcore.errors import InvalidParameterError, JobCancelledError
+from dreamcore.explore import EXPLORE_SIDE
 from dreamcore.jobs import DreamOverrides, ExploreSpec, JobResult, JobSpec
 from dreamcore.models import get_model
 from dreamcore.pool import (
@@ -286,7 +287,12 @@ class DreamService:
                     )
                 except InvalidParameterError as exc:
                     raise PoliteError(str(exc)) from None
-            return ResolvedDream("explore", spec.model_copy(update={"explore": explore}))
+            # Cells at most EXPLORE_SIDE whatever the server's cap: 14 cells at a 512 px cap
+            # would be 14 stills' work for one dream of the quota.
+            side = min(resolve(spec.preset, spec.overrides).max_size, EXPLORE_SIDE)
+            overrides = spec.overrides.model_copy(update={"max_size": side})
+            spec = spec.model_copy(update={"explore": explore, "overrides": overrides})
+            return ResolvedDream("explore", spec)
         if request.kind == "like":
             if request.guide is None:
                 raise PoliteError(like_text(self.settings.command_prefix))

@@ -179,6 +179,19 @@ async def test_explore_replies_with_one_labelled_sheet(fake: FakeDiscord, bot: D
     assert "Did you mean 'blocks.4'" in await polite_reply(fake, wrong)
 
 
+async def test_explore_cells_stay_small_on_a_server_with_a_large_cap(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """A 512 px cap must not make 14 cells of 512 px (14 stills' work) for one dream of quota."""
+    await harness.start(max_image_side=512)
+    photo = _encode(Image.open("assets/coffee.png").convert("RGB").resize((400, 300)))
+    asked = await ask(fake, "!dream explore steps=1 octaves=1 seed=2", data=photo, filename="c.png")
+    sheet = Image.open(io.BytesIO(upload_of(fake, await dream_result(fake, asked, timeout=180))))
+    # 1 photo + 7 layers + 6 class presets = 14 cells in 4 columns, 4 px apart: 256 px cells
+    # make it 1044 px wide; cells at the cap (the photo's 400 px) made it 1620.
+    assert sheet.width <= 4 * (256 + 4) + 4, sheet.size
+
+
 async def test_like_grows_the_second_photo_into_the_first(fake: FakeDiscord, bot: DreamBot) -> None:
     two = await fake.post_message(
         "!dream like seed=5",
