@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from test_memory import forty_megapixels
 from test_pool import LONG, assert_in_order, collect, pixels, png, running_on, tiny, wait_until
-from test_pool_batch import MEDIUM, PHOTOS, alone, batch_of_three, mean_diff, medium, source
+from test_pool_batch import cancel_the_middle_of_a_batch
 
 from dreamcore.errors import (
     DreamError,
@@ -218,16 +218,5 @@ async def test_an_actor_dreams_a_batch_and_lets_a_cancelled_job_go_alone(pool: D
     as one call; the middle one is cancelled after its first progress, the other two finish
     and equal the same jobs dreamed alone (mean |diff| < 1 of 255, as in test_pool_batch)."""
     restarts = pool.stats().restarts
-    (a, b, c), blockers = await batch_of_three(pool)
-    async for event in b.events():
-        if isinstance(event, JobProgress):
-            break
-    assert await b.cancel()
-    with pytest.raises(JobCancelledError):
-        await b.result()
-    got = [await a.result(), await c.result()]
-    await blockers[1].cancel()
-    for i, result in zip((0, 2), got, strict=True):
-        want = await alone(pool, source(PHOTOS[i], MEDIUM), medium(seed=i + 1))
-        assert mean_diff(result, want) < 1.0, (i, mean_diff(result, want))
+    await cancel_the_middle_of_a_batch(pool)
     assert pool.stats().restarts == restarts
