@@ -23,7 +23,7 @@ from .precision import autocast, resolve_layout, resolve_precision
 from .presets import PRESETS, resolve
 from .runner import build_objective, default_device
 
-__all__ = ["BenchRow", "format_table", "run_benchmark"]
+__all__ = ["BenchRow", "bench_picture", "format_table", "run_benchmark"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def run_benchmark(
     deepest = max(objective.layers, key=net.depth_of)
     rows = []
     for size in sizes:
-        img = _test_image(size, dev)
+        img = bench_picture(size, dev)
 
         def params(prec: str) -> DreamParams:
             return DreamParams(
@@ -197,7 +197,7 @@ def _name(dtype: torch.dtype) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
-def _test_image(size: int, device: torch.device) -> torch.Tensor:
+def bench_picture(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """A smooth, deterministic picture: the cost of a step does not depend on the content."""
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     img = torch.stack([x, y, 0.5 + 0.5 * torch.sin(6.28 * (x + y))]) * 0.8 + 0.1

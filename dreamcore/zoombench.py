@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .benchmark import bench_picture
 from .engine import octave_sizes
 from .images import to_image
 from .jobs import DreamOverrides, JobSpec, Progress, ZoomSpec, zoom_cost
@@ -48,11 +49,6 @@ def still_full_steps(size: tuple[int, int], steps: int, sizes: Sequence[tuple[in
     """A still's steps counted at full size: each octave's steps weighted by its pixel share."""
     full = size[0] * size[1]
     return sum(steps * h * w / full for h, w in sizes)
-
-
-def _test_picture(size: int) -> torch.Tensor:
-    y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    return torch.stack([x, y, 0.5 + 0.5 * torch.sin(6.28 * (x + y))]) * 0.8 + 0.1
 
 
 def _timed_zoom(
@@ -91,7 +87,7 @@ def run_zoom_benchmark(
     rows = []
     for size in sizes:
         spec = JobSpec(preset=preset, overrides=DreamOverrides(max_size=size), seed=1)
-        picture = _test_picture(size)
+        picture = bench_picture(size)
         _timed_zoom(picture, spec, ZoomSpec(frames=2, frame_steps=1), dev)  # warm-up
         runs = [_timed_zoom(picture, spec, zoom, dev) for _ in range(repeats)]
         still_s = min(r[0] for r in runs)

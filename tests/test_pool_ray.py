@@ -21,8 +21,17 @@ import time
 import numpy as np
 import pytest
 import pytest_asyncio
-from test_memory import forty_megapixels
-from test_pool import LONG, assert_in_order, collect, pixels, png, running_on, tiny, wait_until
+from test_pool import (
+    LONG,
+    assert_in_order,
+    collect,
+    pixels,
+    png,
+    running_on,
+    stuck_past_its_limit,
+    tiny,
+    wait_until,
+)
 from test_pool_batch import cancel_the_middle_of_a_batch
 
 from dreamcore.errors import (
@@ -32,8 +41,8 @@ from dreamcore.errors import (
     WorkerCrashedError,
 )
 from dreamcore.images import decode_image
-from dreamcore.jobs import DreamOverrides, JobResult, JobSpec
-from dreamcore.pool import DreamPool, JobProgress, JobStarted, PoolConfig
+from dreamcore.jobs import JobResult
+from dreamcore.pool import DreamPool, JobStarted, PoolConfig
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs `pip install -e '.[ray]'`")
 
@@ -180,36 +189,7 @@ async def test_an_actor_stuck_past_a_time_limit_is_killed_and_replaced_within_a_
     reports an actor's death through its control store (the pool hears it from the failed call
     that waits for the actor's end), slower than a local pipe's EOF on a loaded 2-core machine
     (measured: see the README). The next queued job is dreamed by the replacement actor."""
-    await settle(pool)
-    before = pool.stats()
-    other = await pool.submit(png(256), LONG)
-    worker = 1 - await running_on(other)
-    overrides = DreamOverrides(max_size=64, octaves=1, steps=1)
-    spec = JobSpec(preset="edges", overrides=overrides, output_budget=2 << 20)
-    stuck = await pool.submit(forty_megapixels("RGB"), spec, timeout_s=4.0)
-    pid = pool.worker_pids()[worker]
-    following = await pool.submit(png(96), tiny(seed=3))
-
-    with pytest.raises(JobTimeoutError):
-        await stuck.result()
-    freed = await wait_until(
-        lambda: pool.worker_pids()[worker] != pid or pool.queue_position(following.id) is None,
-        CONFIG.timeout_grace_s + 2.0,
-    )
-    print(f"actor free or replaced {freed:.2f} s after the time limit")
-    events = await collect(stuck)
-    dreamt = any(isinstance(e, JobProgress) and e.progress.fraction == 1.0 for e in events)
-    result = await asyncio.wait_for(following.result(), 120)
-    assert (result.width, result.height, result.seed) == (96, 64, 3)
-    assert np.abs(pixels(result.image) - pixels(png(96))).mean() > 1.0
-    assert not other.done and await other.cancel() is True
-    await wait_until(lambda: pool.ready, 120)
-    await settle(pool)
-    after = pool.stats()
-    assert after.timed_out == before.timed_out + 1 and after.failed == before.failed
-    assert after.killed - before.killed == after.restarts - before.restarts
-    if dreamt:  # the limit fell after the dream's last step: only the kill frees the actor
-        assert after.killed == before.killed + 1
+    await stuck_past_its_limit(pool, margin_s=2.0)
 
 
 @on_module_loop
