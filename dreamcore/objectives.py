@@ -25,6 +25,7 @@ __all__ = [
     "channels",
     "classes",
     "guide",
+    "guide_classes",
     "layer",
 ]
 
@@ -156,6 +157,7 @@ class GuideObjective(Objective):
     most similar guide vector): with the pyramid-normalised steps, the best-match objective barely
     moved in 20 steps, while this one took the photo's mean feature vector from cosine 0.25 to
     0.82 with the guide's (rocket.jpg guided by chelsea.png, blocks.4) and drew the cat's eyes.
+    Alone it grows the guide's textures more than its subject: `guide` adds the guide's classes.
     """
 
     name: str
@@ -193,7 +195,37 @@ def classes(group: str | Sequence[int]) -> Objective:
     return ClassObjective(index)
 
 
-def guide(name: str, guide_acts: torch.Tensor) -> Objective:
-    """Build a guide objective from the guide image's activations (1, C, H, W) at layer `name`."""
+# The guide's classes: its top-5 classes within a tenth of the first one, used only when they hold
+# this much of the network's belief (below it the network does not know what the guide shows).
+GUIDE_TOP = 5
+GUIDE_MIN_MASS = 0.2
+
+
+def guide_classes(logits: torch.Tensor) -> tuple[int, ...]:
+    """The ImageNet classes the network reads in a guide (logits (1, 1000)); () when unsure."""
+    p = logits.detach().float().softmax(dim=-1).mean(dim=0)
+    top = p.topk(GUIDE_TOP)
+    first = top.values[0].item()
+    keep = [
+        i
+        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        if v >= 0.1 * first
+    ]
+    return tuple(keep) if p[keep].sum().item() >= GUIDE_MIN_MASS else ()
+
+
+def guide(
+    name: str, guide_acts: torch.Tensor, guide_logits: torch.Tensor | None = None
+) -> Objective:
+    """Grow a guide image's subject: its mean feature at `name` (1, C, H, W) and its classes.
+
+    The feature direction alone grew a cat guide's fur and stripes on other photos, rarely a cat
+    (an independent judge's cat mass 0.03 light / 0.04 heavy blur, median of 3 photos x 3 seeds
+    at 256 px); with the classes the network reads in the guide (`guide_classes`, balanced 1:1
+    like the animal presets' terms) it grew cat eyes and tabby fur it reads as a cat (0.21 /
+    0.14), and the scene kept as well (SSIM 0.70 both).
+    """
     mean = guide_acts.detach().mean(dim=(0, 2, 3))
-    return GuideObjective(name, mean / (mean.norm() + 1e-12))
+    direction: Objective = GuideObjective(name, mean / (mean.norm() + 1e-12))
+    index = guide_classes(guide_logits) if guide_logits is not None else ()
+    return direction + ClassObjective(index) if index else direction

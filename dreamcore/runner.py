@@ -25,7 +25,7 @@ from .images import (
     to_tensor,
 )
 from .jobs import JobResult, JobSpec, Progress
-from .models import DreamNet, load_model
+from .models import LOGITS, DreamNet, load_model
 from .objectives import Objective, channels, classes, guide, layer
 from .precision import default_layout
 from .presets import PRESETS, Preset, Term, resolve
@@ -81,8 +81,8 @@ def _term(t: Term, net: DreamNet, guide_image: Image.Image | None) -> tuple[floa
     small = cap_side(guide_image, GUIDE_SIDE)
     x = to_tensor(small)[None].to(next(net.parameters()).device)
     with torch.no_grad():
-        acts = net(x, [name])[name]
-    return t.weight, guide(name, acts)
+        acts = net(x, [name, LOGITS])
+    return t.weight, guide(name, acts[name], acts[LOGITS])
 
 
 def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamParams:
