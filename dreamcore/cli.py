@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-p", "--preset", default="dogs")
     b.add_argument("--sizes", default="512,1024,2048")
     b.add_argument("--device")
-    b.add_argument("--repeats", type=int, default=10)
+    b.add_argument(
+        "--repeats", type=int, help="timed runs, the fastest counts (default 10; --explore: 1)"
+    )
     b.add_argument("--precision", choices=PRECISIONS, default="auto")
     b.add_argument("--layout", choices=("auto", "nchw", "channels_last"), default="auto")
     b.add_argument(
@@ -92,14 +94,20 @@ def _parser() -> argparse.ArgumentParser:
         "--zoom", action="store_true", help="a zoom frame's time against a still's step budget"
     )
     b.add_argument("--frames", type=int, default=6, help="with --zoom: frames per timed zoom")
+    b.add_argument(
+        "--explore",
+        action="store_true",
+        help="an explorer sheet dreamed cell by cell against batched cells, in one run",
+    )
+    b.add_argument("--steps", type=int, help="with --explore: steps per octave (default: 10)")
     b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
     b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
     b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
     b.add_argument(
         "--batch",
         type=int,
-        default=4,
-        help="with --pool: also run each burst with batch_max=N (1: no batched rows)",
+        help="with --pool: also run each burst with batch_max=N (default 4; 1: no batched "
+        "rows); with --explore: cells per batch (default 8)",
     )
     b.add_argument(
         "--backend",
@@ -379,13 +387,34 @@ def _bench(args: argparse.Namespace) -> int:
         )
         print("\n".join(json.dumps(r.as_dict()) for r in zrows) if args.json else zoom_table(zrows))
         return 0
+    if args.explore:
+        from .explore import EXPLORE_BATCH
+        from .explorebench import format_table as explore_table
+        from .explorebench import run_explore_benchmark
+
+        erows = run_explore_benchmark(
+            sizes,
+            device=args.device,
+            batch=EXPLORE_BATCH if args.batch is None else args.batch,
+            steps=args.steps,
+            repeats=args.repeats or 1,
+        )
+        print(
+            "\n".join(json.dumps(r.as_dict()) for r in erows) if args.json else explore_table(erows)
+        )
+        return 0
     if args.pool:
         from .poolbench import format_table as pool_table
         from .poolbench import run_pool_benchmark
 
         workers = [int(w) for w in args.workers.split(",")]
         rows = run_pool_benchmark(
-            workers, args.jobs, sizes[0], args.preset, threads=args.threads, batch=args.batch
+            workers,
+            args.jobs,
+            sizes[0],
+            args.preset,
+            threads=args.threads,
+            batch=4 if args.batch is None else args.batch,
         )
         if args.json:
             for row in rows:
@@ -400,7 +429,7 @@ def _bench(args: argparse.Namespace) -> int:
         preset=args.preset,
         model=args.model,
         device=args.device,
-        repeats=args.repeats,
+        repeats=args.repeats or 10,
         precision=args.precision,
         layout=args.layout,
         compare=args.compare,

@@ -166,7 +166,8 @@ def dream_batch(
     float noise): its seed (its own jitter generator), its colour setting, its progress and its
     cancellation. Everything else in `params` must be the same. The gradient is normalised per
     image, never across the batch, and the objective is summed over images (not averaged), so
-    a batch-mate changes neither the size nor the direction of an image's step.
+    a batch-mate changes neither the size nor the direction of an image's step. The images share
+    one objective, or each has its own (`objectives.each`, one part per image, in order).
 
     An image whose `should_cancel` returns True leaves the batch at that moment (the others go
     on); its entry in the returned list is the `DreamCancelled` error, the others are tensors.
@@ -222,6 +223,7 @@ def dream_batch(
                 base, octave_base, img = base[keep], octave_base[keep], img[keep]
                 room = room[keep] if room is not None else None
                 live = [live[k] for k in stay]
+                objective = objective.select(stay)
             room_of = [room is not None and params[i].colour == "free" for i in live]
             img = _step(
                 img,
@@ -524,7 +526,8 @@ def _gradient(
     total = torch.zeros_like(hd)
     for w, term in terms:
         (gt,) = torch.autograd.grad(n * term(acts), hd, retain_graph=True)
-        total += w * gt / (gt.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
+        weight = w.to(gt) if isinstance(w, torch.Tensor) else w  # per image under `Each`
+        total += weight * gt / (gt.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
     (g,) = torch.autograd.grad(h, x, grad_outputs=total.to(h.dtype))
     return g
 

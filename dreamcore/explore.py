@@ -15,15 +15,17 @@ from dataclasses import dataclass, replace
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .engine import dream
-from .errors import InvalidParameterError
+from .engine import DreamParams, _shared_part, dream_batch
+from .errors import DreamCancelled, InvalidParameterError
 from .images import cap_side, decode_image, encode_image, to_image, to_tensor
 from .jobs import DreamOverrides, ExploreSpec, JobResult, JobSpec, Progress
 from .models import LOGITS, DreamNet, ModelInfo, get_model, load_model
+from .objectives import Objective, each, term_layout
 from .presets import PRESETS, Preset, Term, resolve
 from .runner import build_objective, default_device, dream_params, resolve_spec
 
 __all__ = [
+    "EXPLORE_BATCH",
     "EXPLORE_SIDE",
     "Cell",
     "explore_cells",
@@ -37,6 +39,7 @@ __all__ = [
 ProgressFn = Callable[[Progress], None]
 
 EXPLORE_SIDE = 256  # a cell's longer side unless --max-size says otherwise
+EXPLORE_BATCH = 8  # cells per forward/backward pass: 8 cells of 256 px fit any worker
 MAX_LAYERS = 8
 # Octaves by depth, as the depth presets have them: strokes grown at a coarse octave would be
 # scaled up into bands, while parts and faces need the coarse octaves to form.
@@ -100,10 +103,16 @@ def explore_cells(
     side: int = EXPLORE_SIDE,
     octaves: int | None = None,
     device: str | None = None,
+    batch: int = EXPLORE_BATCH,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[Cell]:
-    """The photo, then one dream per layer, per class preset and per top channel."""
+    """The photo, then one dream per layer, per class preset and per top channel.
+
+    Cells whose dreams differ only in their objective (the layers of one depth, the class
+    presets, a layer's top channels) are dreamed together, up to `batch` per forward/backward
+    pass, each by its own objective (`objectives.each`): as each would come out alone.
+    """
     info = get_model(base.model)
     layers = list(explorer_layers(info) if explore.layers is None else explore.layers)
     for name in layers:
@@ -138,23 +147,58 @@ def explore_cells(
             p = base.model_copy(update={"terms": (term,), "octaves": octaves or _OCTAVES[depth]})
             plans.append((f"{name}:{c} · top {rank}", name, p))
 
-    cells = [Cell("photo", small)]
-    for i, (label, layer, preset) in enumerate(plans):
-        objective = build_objective(preset, net, None)
-        params = replace(dream_params(preset, seed), steps=base.steps)
-        out = dream(
-            x,
-            net,
-            objective,
-            params,
-            progress=_forward(progress, i, len(plans)),
-            should_cancel=should_cancel,
+    dreams = [
+        _Dream(
+            build_objective(preset, net, None),
+            replace(dream_params(preset, seed), steps=base.steps),
         )
-        cells.append(Cell(label, to_image(out), layer))
+        for _, _, preset in plans
+    ]
+    images: list[Image.Image | None] = [None] * len(plans)
+    done = 0
+    for group in _batches(dreams, batch):
+        outs = dream_batch(
+            [x] * len(group),
+            net,
+            each([dreams[i].objective for i in group]),
+            [dreams[i].params for i in group],
+            progress=[_forward(progress, done, len(group), len(plans))] + [None] * (len(group) - 1),
+            should_cancel=[should_cancel] * len(group),
+        )
+        for i, out in zip(group, outs, strict=True):
+            if isinstance(out, DreamCancelled):
+                raise out
+            images[i] = to_image(out)
+        done += len(group)
+    cells = [Cell("photo", small)]
+    for (label, layer, _), image in zip(plans, images, strict=True):
+        assert image is not None
+        cells.append(Cell(label, image, layer))
     return cells
 
 
-def _forward(progress: ProgressFn | None, index: int, count: int) -> ProgressFn | None:
+@dataclass(frozen=True)
+class _Dream:
+    objective: Objective
+    params: DreamParams
+
+
+def _batches(dreams: Sequence[_Dream], cap: int) -> list[list[int]]:
+    """Indices of the dreams that can share a batch, in groups of at most `cap`, first seen first.
+
+    A batch shares every dream setting but the seed and colour (`engine._shared_part`), and its
+    objectives the same term layout (each image's terms are balanced at one layer).
+    """
+    if cap < 1:
+        raise InvalidParameterError("the explorer's batch must hold at least one cell")
+    groups: dict[object, list[int]] = {}
+    for i, d in enumerate(dreams):
+        groups.setdefault((_shared_part(d.params), term_layout(d.objective)), []).append(i)
+    return [g[k : k + cap] for g in groups.values() for k in range(0, len(g), cap)]
+
+
+def _forward(progress: ProgressFn | None, done: int, size: int, count: int) -> ProgressFn | None:
+    """A batch's progress as the sheet's: `size` cells after `done`, of `count` in all."""
     if progress is None:
         return None
 
@@ -162,8 +206,8 @@ def _forward(progress: ProgressFn | None, index: int, count: int) -> ProgressFn 
         progress(
             replace(
                 p,
-                fraction=(index + p.fraction) / count,
-                frame=index + int(p.fraction >= 1),
+                fraction=(done + size * p.fraction) / count,
+                frame=done + size * int(p.fraction >= 1),
                 frames=count,
             )
         )

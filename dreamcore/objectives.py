@@ -21,15 +21,22 @@ from .models import LOGITS
 __all__ = [
     "CLASS_GROUPS",
     "Activations",
+    "Each",
     "Objective",
+    "Weight",
     "channels",
     "classes",
+    "each",
     "guide",
     "guide_classes",
     "layer",
+    "term_layout",
 ]
 
 Activations = dict[str, torch.Tensor]
+# A term's weight: one number, or one per image of a batch (B, 1, 1, 1) where `Each` scores
+# each image by its own objective.
+Weight = float | torch.Tensor
 
 
 def _span(a: int, b: int) -> tuple[int, ...]:
@@ -73,9 +80,13 @@ class Objective:
     def __call__(self, acts: Activations) -> torch.Tensor:
         raise NotImplementedError
 
-    def terms(self) -> Iterator[tuple[float, Objective]]:
+    def terms(self) -> Iterator[tuple[Weight, Objective]]:
         """The weighted terms whose gradients the engine balances (one for a plain objective)."""
         yield 1.0, self
+
+    def select(self, index: Sequence[int]) -> Objective:
+        """The objective for a batch cut down to these images: one shared by all stays as it is."""
+        return self
 
     def __add__(self, other: Objective) -> Objective:
         return Sum(tuple(self.terms()) + tuple(other.terms()))
@@ -97,8 +108,69 @@ class Sum(Objective):
     def __call__(self, acts: Activations) -> torch.Tensor:
         return sum((w * t(acts) for w, t in self.parts), torch.zeros(()))
 
-    def terms(self) -> Iterator[tuple[float, Objective]]:
+    def terms(self) -> Iterator[tuple[Weight, Objective]]:
         yield from self.parts
+
+
+def term_layout(objective: Objective) -> tuple[frozenset[str], ...] | None:
+    """What the parts of an `Each` must share: each term's layers, or None for a single term.
+
+    The engine balances a sum's terms at the shallowest layer they share; images balanced at one
+    layer together must each have been balanced there alone.
+    """
+    terms = list(objective.terms())
+    return None if len(terms) == 1 else tuple(t.layers for _, t in terms)
+
+
+@dataclass(frozen=True, eq=False)
+class Each(Objective):
+    """Image i of a batch scored by `parts[i]` alone: one pass dreams several objectives.
+
+    Like every objective, a mean over the batch (the engine multiplies the gradient by the batch
+    size, so each image's gradient is what it would be alone). The network runs once, to the
+    deepest layer any part needs. Parts of several terms keep their per-image balancing: they
+    must have the same term layout (`term_layout`); their weights may differ.
+    """
+
+    parts: tuple[Objective, ...]
+    layers: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise InvalidParameterError("each() needs one objective per image")
+        if len({term_layout(p) for p in self.parts}) != 1:
+            raise InvalidParameterError(
+                "each() needs objectives of the same terms at the same layers (weights may differ)"
+            )
+        object.__setattr__(self, "layers", frozenset().union(*(p.layers for p in self.parts)))
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        n = len(self.parts)
+        batch = next(iter(acts.values())).shape[0]
+        if batch != n:
+            raise InvalidParameterError(f"each() has {n} objectives for a batch of {batch}")
+        scores = (p({k: acts[k][i : i + 1] for k in p.layers}) for i, p in enumerate(self.parts))
+        return sum(scores, torch.zeros(())) / n
+
+    def terms(self) -> Iterator[tuple[Weight, Objective]]:
+        per_part = [list(p.terms()) for p in self.parts]
+        if len(per_part[0]) == 1:  # one term: its weight only scales, so it stays in the part
+            yield 1.0, self
+            return
+        for j in range(len(per_part[0])):
+            weights = torch.tensor([float(terms[j][0]) for terms in per_part])
+            yield weights.view(-1, 1, 1, 1), Each(tuple(terms[j][1] for terms in per_part))
+
+    def select(self, index: Sequence[int]) -> Objective:
+        return Each(tuple(self.parts[i] for i in index))
+
+    def __add__(self, other: Objective) -> Objective:
+        raise TypeError("combine the objectives of each image, then put them in each()")
+
+    def __mul__(self, weight: float) -> Objective:
+        raise TypeError("weight the objectives of each image, then put them in each()")
+
+    __rmul__ = __mul__
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,6 +265,11 @@ def classes(group: str | Sequence[int]) -> Objective:
     if not index or min(index) < 0 or max(index) > 999:
         raise InvalidParameterError("ImageNet class indices lie in 0..999")
     return ClassObjective(index)
+
+
+def each(parts: Sequence[Objective]) -> Objective:
+    """Image i of a batch dreamed with `parts[i]`; a single objective is returned as it is."""
+    return parts[0] if len(parts) == 1 else Each(tuple(parts))
 
 
 # The guide's classes: its top-5 classes within a tenth of the first one, used only when they hold

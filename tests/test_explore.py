@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import numpy as np
 import pytest
+from onednn import without_onednn
 from photos import photo, png_bytes
 from PIL import Image
 from spectra import band_shares
 
-from dreamcore.errors import UnknownLayerError
+from dreamcore import explore
+from dreamcore.errors import DreamCancelled, UnknownLayerError
 from dreamcore.explore import Cell, explore_cells, explorer_layers, sheet
 from dreamcore.images import decode_image
 from dreamcore.jobs import DreamOverrides, ExploreSpec, JobSpec, Progress
@@ -103,6 +106,80 @@ def test_labels_say_layer_and_what_grows_there() -> None:
     ]
     assert [label.split(" · ")[1] for label in labels[6:]] == ["top 1", "top 2"]
     assert all(label.startswith("blocks.4:") for label in labels[6:])
+
+
+def test_batched_cells_come_out_as_each_cell_dreamed_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cells that share their dream settings are dreamed together, each as it would be alone.
+
+    coffee.png at 96 px, 3 steps, seed 1, oneDNN off (tests/onednn.py), batches of at most 3:
+    the low layers (2), the class presets dogs, cats, birds (3: two terms, weights 1 / 0.3 / 0.3,
+    balanced per image), and the high layers with blocks.4's top 2 channels (3 + 1).
+    Measured: mean |batched - alone| 0 for every cell (8-bit cells); threshold 1e-3 (as
+    test_batch). Wrong versions measured by hand (batches of 8), per cell: all images scored by
+    the first objective 0.023-0.037, terms balanced across the batch 0.014-0.018 (the presets),
+    the first image's weights for all 0.027 (cats, birds).
+    """
+    src = photo("coffee.png", 96)
+    base = resolve("default", DreamOverrides(steps=3))
+    spec = ExploreSpec(
+        layers=("blocks.0", "blocks.1", "blocks.4", "blocks.6"),
+        presets=("dogs", "cats", "birds"),
+        top_channels="blocks.4",
+        channels=2,
+    )
+    sizes: list[int] = []
+    seen: list[Progress] = []
+    real = explore.dream_batch
+
+    def counted(images, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(len(images))
+        return real(images, *args, **kwargs)
+
+    with without_onednn():
+        alone = explore_cells(src, base, spec, seed=1, side=96, batch=1)
+        monkeypatch.setattr(explore, "dream_batch", counted)
+        batched = explore_cells(src, base, spec, seed=1, side=96, batch=3, progress=seen.append)
+    assert sizes == [2, 3, 1, 3]
+    assert [c.label for c in batched] == [c.label for c in alone]
+    for got, want in zip(batched[1:], alone[1:], strict=True):
+        diff = np.abs(np.asarray(got.image, float) - np.asarray(want.image, float)) / 255
+        assert diff.mean() < 1e-3, (got.label, diff.mean())
+    # One sheet-wide progress: the fraction only grows, a frame is a cell done.
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert sorted({p.frame for p in seen}) == [0, 2, 5, 6, 9]
+    assert {p.frames for p in seen} == {9}
+
+
+def test_cancelling_the_sheet_stops_its_batch() -> None:
+    """Two cells in one batch, 1 octave x 5 steps at 64 px: the cancel ends both after step 3."""
+    seen: list[Progress] = []
+    with pytest.raises(DreamCancelled):
+        explore_cells(
+            photo("chelsea.png", 64),
+            resolve("default", DreamOverrides(steps=5)),
+            ExploreSpec(layers=("blocks.4", "blocks.5"), presets=()),
+            seed=1,
+            side=64,
+            should_cancel=lambda: len(seen) >= 3,
+            progress=seen.append,
+        )
+    assert len(seen) == 3
+
+
+def test_the_explore_benchmark_times_the_sheet_alone_and_batched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`dreamcore bench --explore`: one run, both ways; 48 px and 1 step to stay small."""
+    from dreamcore.cli import main
+
+    assert main(["bench", "--explore", "--sizes", "48", "--steps", "1", "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["size"], row["cells"], row["batch"]) == (48, 13, 8)  # 7 layers + 6 presets
+    assert row["alone_s"] > 0 and row["batched_s"] > 0
+    assert row["speedup"] == row["alone_s"] / row["batched_s"]
 
 
 def test_an_unknown_layer_is_refused_before_any_dreaming() -> None:
