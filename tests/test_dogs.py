@@ -30,6 +30,7 @@ the suite the day they pass, so the bar cannot be forgotten (issue 7).
 from __future__ import annotations
 
 import statistics
+from functools import cache
 
 import pytest
 from judge import class_mass, heavy, light, structure
@@ -105,17 +106,39 @@ def test_unrelated_photos_score_low_on_structure() -> None:
     assert structure(a, b) < 0.15
 
 
-@pytest.mark.parametrize("preset", ["cats"])
-def test_other_animal_presets_grow_their_own_kind_not_dogs(preset: str) -> None:
-    """blocks.4 grows dog-like heads: the other animal presets must not all turn into dogs.
+@cache
+def cats_dreamed() -> list[tuple[Image.Image, list[Image.Image]]]:
+    """coffee.png and rocket.jpg at 256 px, `cats` at seeds 1-3 (light views)."""
+    out = []
+    for name in ("coffee.png", "rocket.jpg"):
+        src = photo(name, 256)
+        jobs = [run_job(png_bytes(src), JobSpec(preset="cats", seed=s)) for s in SEEDS]
+        out.append((light(src), [light(decode_image(r.image).rgb) for r in jobs]))
+    return out
 
-    Only `cats` is held to it so far: `birds` measured 0.13 at 320 px but 0.03 at 256 px, and
-    `insects` and `buildings` stay weak for the judge (see the README's known gaps).
+
+def test_cats_grow_cats_the_judge_reads() -> None:
+    """The judge's cat mass rises at least tenfold, median of seeds 1-3, on each photo.
+
+    Measured 2026-11-26 (light view): coffee.png 0.003 -> 0.084 [0.084 0.237 0.083], rocket.jpg
+    0.005 -> 0.194 [0.148 0.201 0.194].
     """
-    src = photo("coffee.png", 256)
-    result = run_job(png_bytes(src), JobSpec(preset=preset, seed=2))
-    out = light(decode_image(result.image).rgb)
-    own, dogs = class_mass(out, preset)[0], class_mass(out, "dogs")[0]
-    # Measured at seed 2: cats' own mass 0.003 -> 0.22, its dog mass 0.04.
-    assert own >= 10 * class_mass(light(src), preset)[0], own
-    assert own > 1.5 * dogs, (own, dogs)
+    for src, outs in cats_dreamed():
+        before = class_mass(src, "cats")[0]
+        after = _median([class_mass(out, "cats")[0] for out in outs])
+        assert after >= 10 * before, (before, after)
+
+
+@pytest.mark.xfail(strict=True, reason="cats vs dogs at the median: 1.06x / 1.48x < 1.5x (issue 7)")
+def test_cats_grow_more_cat_than_dog() -> None:
+    """blocks.4 grows dog-like heads: `cats` must read as more cat than dog (1.5x, median).
+
+    It does not yet: median cat vs dog mass, coffee.png 0.084 vs 0.079 [seeds 1-3: 0.084/0.079,
+    0.237/0.054, 0.083/0.086], rocket.jpg 0.194 vs 0.131. The old single-seed test (seed 2 on
+    coffee.png: 0.237 vs 0.054) passed on the lucky seed. A strict xfail: it fails the suite the
+    day `cats` meets the bar, so the bar cannot be forgotten.
+    """
+    for _, outs in cats_dreamed():
+        cats = _median([class_mass(out, "cats")[0] for out in outs])
+        dogs = _median([class_mass(out, "dogs")[0] for out in outs])
+        assert cats > 1.5 * dogs, (cats, dogs)
