@@ -54,6 +54,7 @@ __all__ = [
     "keep_colour",
     "octave_sizes",
     "pyramid_normalize",
+    "shared_part",
     "tone_room",
 ]
 
@@ -182,7 +183,7 @@ def dream_batch(
     if len({x.shape for x in images}) != 1:
         raise InvalidParameterError("the images of a batch must have one size")
     shared = params[0]
-    if any(_shared_part(p) != _shared_part(shared) for p in params):
+    if any(shared_part(p) != shared_part(shared) for p in params):
         raise InvalidParameterError("the images of a batch may differ only in seed and colour")
     device = next(net.parameters()).device
     if device.type == "cuda":
@@ -255,7 +256,7 @@ def dream_batch(
     return _finished(results)
 
 
-def _shared_part(p: DreamParams) -> DreamParams:
+def shared_part(p: DreamParams) -> DreamParams:
     """What the images of a batch must share: everything but the seed and the colour."""
     return replace(p, seed=0, colour="free")
 

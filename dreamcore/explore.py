@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .engine import DreamParams, _shared_part, dream_batch
+from .engine import DreamParams, dream_batch, shared_part
 from .errors import DreamCancelled, InvalidParameterError
 from .images import cap_side, decode_image, encode_image, to_image, to_tensor
 from .jobs import DreamOverrides, ExploreSpec, JobResult, JobSpec, Progress
@@ -154,7 +154,7 @@ def explore_cells(
         )
         for _, _, preset in plans
     ]
-    images: list[Image.Image | None] = [None] * len(plans)
+    images: dict[int, Image.Image] = {}
     done = 0
     for group in _batches(dreams, batch):
         outs = dream_batch(
@@ -170,11 +170,9 @@ def explore_cells(
                 raise out
             images[i] = to_image(out)
         done += len(group)
-    cells = [Cell("photo", small)]
-    for (label, layer, _), image in zip(plans, images, strict=True):
-        assert image is not None
-        cells.append(Cell(label, image, layer))
-    return cells
+    return [Cell("photo", small)] + [
+        Cell(label, images[i], layer) for i, (label, layer, _) in enumerate(plans)
+    ]
 
 
 @dataclass(frozen=True)
@@ -186,14 +184,14 @@ class _Dream:
 def _batches(dreams: Sequence[_Dream], cap: int) -> list[list[int]]:
     """Indices of the dreams that can share a batch, in groups of at most `cap`, first seen first.
 
-    A batch shares every dream setting but the seed and colour (`engine._shared_part`), and its
+    A batch shares every dream setting but the seed and colour (`engine.shared_part`), and its
     objectives the same term layout (each image's terms are balanced at one layer).
     """
     if cap < 1:
         raise InvalidParameterError("the explorer's batch must hold at least one cell")
     groups: dict[object, list[int]] = {}
     for i, d in enumerate(dreams):
-        groups.setdefault((_shared_part(d.params), term_layout(d.objective)), []).append(i)
+        groups.setdefault((shared_part(d.params), term_layout(d.objective)), []).append(i)
     return [g[k : k + cap] for g in groups.values() for k in range(0, len(g), cap)]
 
 

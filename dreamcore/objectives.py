@@ -134,6 +134,7 @@ class Each(Objective):
 
     parts: tuple[Objective, ...]
     layers: frozenset[str] = field(init=False)
+    _terms: tuple[tuple[Weight, Objective], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -143,6 +144,19 @@ class Each(Objective):
                 "each() needs objectives of the same terms at the same layers (weights may differ)"
             )
         object.__setattr__(self, "layers", frozenset().union(*(p.layers for p in self.parts)))
+        object.__setattr__(self, "_terms", self._split_terms())  # once, not at every step
+
+    def _split_terms(self) -> tuple[tuple[Weight, Objective], ...]:
+        per_part = [list(p.terms()) for p in self.parts]
+        if len(per_part[0]) == 1:  # one term: its weight only scales, so it stays in the part
+            return ((1.0, self),)
+        return tuple(
+            (
+                torch.tensor([float(terms[j][0]) for terms in per_part]).view(-1, 1, 1, 1),
+                Each(tuple(terms[j][1] for terms in per_part)),
+            )
+            for j in range(len(per_part[0]))
+        )
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         n = len(self.parts)
@@ -153,13 +167,7 @@ class Each(Objective):
         return sum(scores, torch.zeros(())) / n
 
     def terms(self) -> Iterator[tuple[Weight, Objective]]:
-        per_part = [list(p.terms()) for p in self.parts]
-        if len(per_part[0]) == 1:  # one term: its weight only scales, so it stays in the part
-            yield 1.0, self
-            return
-        for j in range(len(per_part[0])):
-            weights = torch.tensor([float(terms[j][0]) for terms in per_part])
-            yield weights.view(-1, 1, 1, 1), Each(tuple(terms[j][1] for terms in per_part))
+        yield from self._terms
 
     def select(self, index: Sequence[int]) -> Objective:
         return Each(tuple(self.parts[i] for i in index))

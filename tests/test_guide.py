@@ -19,12 +19,12 @@ Thresholds, and why (medians of the nine, measured 2026-11-26 on 2 CPU threads):
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from functools import cache
 
 import torch
 from judge import class_mass, heavy, light, structure
 from photos import photo, png_bytes, tensor
-from PIL import Image
 
 from dreamcore.images import decode_image
 from dreamcore.jobs import JobSpec
@@ -37,23 +37,33 @@ SEEDS = (1, 2, 3)
 SIDE = 256
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The judge's cat mass (light view, heavy blur) and the scene's SSIM for one dream."""
+
+    light: float
+    heavy: float
+    ssim: float
+
+
 @cache
-def guided() -> list[tuple[Image.Image, Image.Image]]:
-    """(photo, dream) for every photo and seed, guided by the cat."""
+def guided() -> list[Reading]:
+    """One reading per photo and seed, each dream guided by the cat (judged once)."""
     cat = png_bytes(photo("chelsea.png", 384))
-    pairs = []
+    readings = []
     for name in PHOTOS:
         src = photo(name, SIDE)
         for seed in SEEDS:
             spec = JobSpec(preset="guide", guide=cat, seed=seed)
             out = decode_image(run_job(png_bytes(src), spec).image).rgb
-            print(
-                f"\n{name} seed {seed}: cat light {class_mass(light(out), 'cats')[0]:.3f} "
-                f"heavy {class_mass(heavy(out), 'cats')[0]:.3f} "
-                f"ssim {structure(src, out, 96):.3f}"
+            r = Reading(
+                class_mass(light(out), "cats")[0],
+                class_mass(heavy(out), "cats")[0],
+                structure(src, out, 96),
             )
-            pairs.append((src, out))
-    return pairs
+            print(f"\n{name} seed {seed}: {r}")
+            readings.append(r)
+    return readings
 
 
 def test_the_guide_classes_are_what_the_network_reads_in_the_guide_or_none() -> None:
@@ -74,15 +84,15 @@ def test_the_photos_have_no_cat_to_begin_with() -> None:
 
 
 def test_a_cat_guide_grows_cats_the_judge_reads_through_a_light_blur() -> None:
-    light_mass = statistics.median(class_mass(light(out), "cats")[0] for _, out in guided())
+    light_mass = statistics.median(r.light for r in guided())
     assert light_mass >= 0.10, light_mass
 
 
 def test_a_cat_guide_grows_cats_the_judge_reads_through_a_heavy_blur() -> None:
-    heavy_mass = statistics.median(class_mass(heavy(out), "cats")[0] for _, out in guided())
+    heavy_mass = statistics.median(r.heavy for r in guided())
     assert heavy_mass >= 0.07, heavy_mass
 
 
 def test_a_guided_dream_keeps_the_scene() -> None:
-    ssim = statistics.median(structure(src, out, 96) for src, out in guided())
+    ssim = statistics.median(r.ssim for r in guided())
     assert ssim >= 0.55, ssim
