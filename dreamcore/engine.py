@@ -466,7 +466,9 @@ def gradient(
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
     hp, wp = h + ph, w + pw
     if max(hp, wp) <= tile_size:
-        return _gradient(xp, net, objective, dtype)[:, :, :h, :w]
+        # Contiguous: a channels_last network hands back a channels_last gradient, and the step's
+        # arithmetic on it (pyramid, colour) ran slower than the copy costs.
+        return _gradient(xp, net, objective, dtype)[:, :, :h, :w].contiguous()
     margin = ALIGN * max(1, round(tile_size / 16 / ALIGN))
     out = torch.zeros_like(xp)
     for (y0, y1), (x0, x1) in _tiles(hp, wp, tile_size):
