@@ -3,8 +3,8 @@
 The floor is one forward and backward pass of the model truncated at the objective's deepest
 layer, at the same size, precision and layout: no dream step can be cheaper. The ratio says what
 the rest of a step (jitter, tiling, balancing terms, pyramid normalisation, the colour step)
-adds on top. With `compare`, the same steps and dreams also run on the plain path (fp32, NCHW),
-interleaved with the fast path's, so the speed-up column compares runs made under the same load.
+adds on top. With `compare`, the same steps and dreams also run on the plain path (fp32, NCHW,
+batch norms as trained, not folded), interleaved with the fast path's, so the speed-up column compares runs made under the same load.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def run_benchmark(
         fast = _Path(net, params(_name(dtype)), dtype, objective, [], [], [])
         paths = [fast]
         if compare:
-            plain_net = load_model(p.model, dev, layout="nchw")
+            plain_net = load_model(p.model, dev, layout="nchw", fold=False)
             plain = _Path(plain_net, params("fp32"), torch.float32, objective, [], [], [])
             paths.append(plain)
         run = Execution(dev, dtype, p.tile_size)

