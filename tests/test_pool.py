@@ -408,7 +408,8 @@ async def test_a_worker_stuck_past_a_time_limit_is_free_or_replaced_within_a_sec
 async def stuck_past_its_limit(pool: DreamPool, margin_s: float) -> None:
     """A 40 MP job times out where its worker has no step to see a cancel; within the grace
     plus `margin_s` the worker is free or replaced, the next job is dreamed, the other worker's
-    job is untouched, and the stats count one time-out, one cancel and any kill. Any backend."""
+    job is untouched, and the stats count one time-out, the other's cancel if it was still running,
+    and any kill. Any backend."""
     from test_memory import forty_megapixels
 
     await settle(pool)
@@ -438,15 +439,19 @@ async def stuck_past_its_limit(pool: DreamPool, margin_s: float) -> None:
     dreamed = pixels(result.image)
     assert dreamed.shape == (64, 96, 3) and result.seed == 3
     assert np.abs(dreamed - pixels(png(96))).mean() > 1.0
-    assert not other.done  # the other worker's job was not touched
-    assert await other.cancel() is True
-    with pytest.raises(JobCancelledError):
-        await other.result()
+    # The other worker's job was not touched: still running, or finished with its picture (on a
+    # quiet machine its 300 steps can end before the stuck job's worker is freed).
+    cancelled = not other.done and await other.cancel()
+    if cancelled:
+        with pytest.raises(JobCancelledError):
+            await other.result()
+    else:
+        assert isinstance(await other.result(), JobResult)
     await wait_until(lambda: pool.ready, 120)
     await settle(pool)
     after = pool.stats()
     assert after.timed_out == before.timed_out + 1
-    assert after.cancelled == before.cancelled + 1 and after.failed == before.failed
+    assert after.cancelled == before.cancelled + cancelled and after.failed == before.failed
     assert after.killed - before.killed == after.restarts - before.restarts
     if dreamt:  # the limit fell in the step-free part after the dream: only a kill frees it
         assert after.killed == before.killed + 1
