@@ -18,6 +18,9 @@ Choices, each made by looking at the pictures (see DREAM_NOTES.md):
   network form there, not only their texture (`grad_side`);
 - the scene is anchored: after each step the coarse band of the change (below `anchor_side`
   pixels) is pulled back towards the photo, so the layout survives (`anchor`);
+- plain regions of the photo (low local contrast: sky, water, a backdrop, most of a low-detail
+  photo) take a fraction of the step (`plain_step`), so they stay plain-ish instead of filling
+  with heads, and the detail goes where the photo has structure;
 - `colour="keep"` steps luminance only; with `"free"` a pixel's colour step shrinks to nothing
   where the photo is near black or white, so dark borders and highlights gain no tint.
 
@@ -55,6 +58,7 @@ __all__ = [
     "octave_sizes",
     "pyramid_normalize",
     "shared_part",
+    "structure_weight",
     "tone_room",
 ]
 
@@ -97,6 +101,8 @@ class DreamParams:
     grad_side: int = 0
     anchor: float = 0.0
     anchor_side: int = 32
+    plain_step: float = 1.0
+    plain_contrast: float = 0.12
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -114,6 +120,8 @@ class DreamParams:
             raise InvalidParameterError("colour must be 'keep' or 'free'")
         if not 0.0 <= self.anchor <= 1.0:
             raise InvalidParameterError("anchor must lie in 0..1")
+        if not 0.0 <= self.plain_step <= 1.0 or self.plain_contrast <= 0:
+            raise InvalidParameterError("plain_step must lie in 0..1, plain_contrast above 0")
 
 
 def octave_sizes(size: tuple[int, int], params: DreamParams) -> list[tuple[int, int]]:
@@ -212,6 +220,11 @@ def dream_batch(
         # where a dreamed head has brightened it.
         free_room = shared.tone_margin > 0 and any(params[i].colour == "free" for i in live)
         room = tone_room(octave_base, shared.tone_margin) if free_room else None
+        calm = (
+            structure_weight(octave_base, shared.plain_step, shared.plain_contrast)
+            if shared.plain_step < 1
+            else None
+        )
         for s in range(shared.steps):
             leaving = [k for k, i in enumerate(live) if (c := should_cancel[i]) and c()]
             if leaving:
@@ -223,6 +236,7 @@ def dream_batch(
                 keep = torch.tensor(stay, device=device)
                 base, octave_base, img = base[keep], octave_base[keep], img[keep]
                 room = room[keep] if room is not None else None
+                calm = calm[keep] if calm is not None else None
                 live = [live[k] for k in stay]
                 objective = objective.select(stay)
             room_of = [room is not None and params[i].colour == "free" for i in live]
@@ -236,6 +250,7 @@ def dream_batch(
                 room,
                 chromas=[chromas[i] for i in live],
                 room_of=room_of,
+                weight=calm,
             )
             if shared.anchor:
                 img = anchor_scene(img, octave_base, shared.anchor, shared.anchor_side)
@@ -340,10 +355,12 @@ def _step(
     *,
     chromas: Sequence[float] | None = None,
     room_of: Sequence[bool] | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step for a batch (B, 3, H, W): image i shifted by its own generator, stepped alone.
 
-    `chromas` (default: the params' chroma) and `room_of` (default: every image) are per image.
+    `chromas` (default: the params' chroma) and `room_of` (default: every image) are per image;
+    `weight` (B, 1, H, W) scales the step per pixel after its size is set (`structure_weight`).
     """
     j = params.jitter
     shifts = [_shift(gen, j) for gen in gens]
@@ -357,6 +374,8 @@ def _step(
         room_of = [room is not None] * len(gens)
     g = _damp_each(g, chromas, room, room_of)
     g.mul_(params.step_size / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-8))
+    if weight is not None:
+        g.mul_(weight)
     return apply_step(img, g)
 
 
@@ -420,6 +439,33 @@ def anchor_scene(img: torch.Tensor, base: torch.Tensor, amount: float, side: int
     small = (max(1, round(h * s)), max(1, round(w * s)))
     low = _resize(img - base, small)
     return img.sub_(_up(low, (h, w)).mul_(amount)).clamp_(0, 1)
+
+
+# The photo's local contrast is read at this many pixels on the long side, in windows of
+# _CONTRAST_WINDOW pixels: the scale at which a viewer reads the layout (and the test's SSIM,
+# 7-pixel windows at 96 px).
+_CONTRAST_SIDE = 96
+_CONTRAST_WINDOW = 7
+
+
+def structure_weight(photo: torch.Tensor, plain: float, contrast: float) -> torch.Tensor:
+    """(B, 1, H, W): 1 where the photo has structure, down to `plain` where it is plain.
+
+    A step's size is set for the whole picture, so plain regions (sky, water, a backdrop, most
+    of a low-detail photo) took as much change as the subject and came back as a lawn of heads.
+    Structure is the local standard deviation of the photo's brightness; at `contrast` and above
+    a region counts as structured, below it the weight falls linearly towards `plain`.
+    """
+    h, w = photo.shape[-2:]
+    s = min(1.0, _CONTRAST_SIDE / max(h, w))
+    small = (max(1, round(h * s)), max(1, round(w * s)))
+    y = torch.einsum("c,bchw->bhw", _YCBCR[0].to(photo), _resize(photo, small))[:, None]
+    pad = _CONTRAST_WINDOW // 2
+    mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="replicate"), _CONTRAST_WINDOW, stride=1)
+    sq = F.avg_pool2d(F.pad(y * y, (pad,) * 4, mode="replicate"), _CONTRAST_WINDOW, stride=1)
+    sd = (sq - mean * mean).clamp_(min=0).sqrt_()
+    weight = (sd / contrast).clamp_(0, 1).mul_(1 - plain).add_(plain)
+    return _up(weight, (h, w)).clamp_(plain, 1)
 
 
 def scaled_gradient(

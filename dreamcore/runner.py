@@ -102,6 +102,7 @@ def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamPar
         grad_side=preset.grad_side,
         anchor=preset.anchor,
         anchor_side=preset.anchor_side,
+        plain_step=preset.plain_step,
         seed=seed,
     )
 

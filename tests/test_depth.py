@@ -1,6 +1,16 @@
-"""Depth presets: low layers add fine strokes, high layers add large structures."""
+"""Depth presets: low layers add fine strokes, high layers add large structures.
+
+rocket.jpg at 384 px, seeds 1-3; each check holds for the median share of the added detail's
+energy in the coarse and fine bands (tests/spectra.py). Measured 2026-11-26, coarse / fine,
+per seed: edges [0.31 0.31 0.32] / [0.53 0.52 0.49], patterns [0.39 0.38 0.45] / [0.37 0.40
+0.37], shapes [0.50 0.52 0.49] / [0.31 0.29 0.33]. (The old single-seed test ran seed 3, the
+only one of the three where `shapes` beat `patterns` by 1.15x before plain regions were calmed:
+seeds 1-2 gave 0.36 vs 0.35 and 0.41 vs 0.32.)
+"""
 
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 import pytest
@@ -20,20 +30,26 @@ def shares() -> dict[str, tuple[float, float]]:
     grey = np.asarray(src.convert("L"), dtype=np.float64)
     out = {}
     for preset in ("edges", "patterns", "shapes"):
-        spec = JobSpec(preset=preset, overrides=DreamOverrides(max_size=SIDE), seed=3)
-        dreamed = decode_image(run_job(png_bytes(src), spec).image).rgb
-        out[preset] = band_shares(np.asarray(dreamed.convert("L"), dtype=np.float64) - grey)
+        runs = []
+        for seed in (1, 2, 3):
+            spec = JobSpec(preset=preset, overrides=DreamOverrides(max_size=SIDE), seed=seed)
+            dreamed = decode_image(run_job(png_bytes(src), spec).image).rgb
+            runs.append(band_shares(np.asarray(dreamed.convert("L"), dtype=np.float64) - grey))
+        out[preset] = (
+            statistics.median(c for c, _ in runs),
+            statistics.median(f for _, f in runs),
+        )
     return out
 
 
 def test_deeper_presets_add_coarser_structures(shares: dict[str, tuple[float, float]]) -> None:
     coarse = {name: s[0] for name, s in shares.items()}
-    # Measured at seed 3: 0.23 / 0.34 / 0.42. Each depth must add clearly more coarse structure.
+    # Medians measured: 0.31 / 0.39 / 0.50. Each depth must add clearly more coarse structure.
     assert coarse["shapes"] > 1.15 * coarse["patterns"] > 1.15 * 1.15 * coarse["edges"], coarse
 
 
 def test_shallower_presets_add_finer_strokes(shares: dict[str, tuple[float, float]]) -> None:
     fine = {name: s[1] for name, s in shares.items()}
-    # Measured at seed 3: 0.58 / 0.43 / 0.39.
+    # Medians measured: 0.52 / 0.37 / 0.31.
     assert fine["edges"] > 1.2 * fine["patterns"], fine
     assert fine["patterns"] > fine["shapes"], fine

@@ -1,0 +1,82 @@
+"""Every preset keeps the photo's layout: the scene is still the scene (issue 7, point 3).
+
+rocket.jpg (a landscape with a lot of sky), astronaut.png (a portrait), retina.jpg (a low-detail
+photo) and camera.png (a greyscale one), 192 px, seeds 1-3, each preset at its default strength
+through `dream_image` (what `!dream <preset>` runs). The measure is the greyscale structural
+similarity of dream and photo at 96 px (`judge.structure`); the issue's goal is 0.70 for every
+preset on every photo. Checked on the median over the three seeds, per photo.
+
+Plain regions of the photo get a tenth of the step in the presets that meet the goal (a fifth
+in `patterns`; `plain_step`, engine.structure_weight); before, sky, backdrops and most of the retina came back
+as a lawn of heads. Medians measured 2026-11-26, 2 CPU threads, rocket / astronaut / retina /
+camera, before -> now (before = no plain_step, seed 1 only):
+- default 0.43 / 0.73 / 0.38 / 0.54 -> 0.893 / 0.826 / 0.775 / 0.842
+- eyes 0.775 / 0.757 / 0.609 / 0.705 (with plain_step 0.1 at the old contrast 0.06) -> 0.866 /
+  0.805 / 0.725 / 0.782
+- edges -> 0.841 / 0.866 / 0.811 / 0.869; patterns -> 0.811 / 0.851 / 0.762 / 0.781
+- shapes -> 0.784 / 0.713 / 0.662 / 0.733: short on the retina (0.70 with `anchor` 0.5, but the
+  anchor took its coarse shapes, and the depth test's ordering with them)
+- the animal presets (no plain_step: calming the Hubble field's black sky took its dogs, the
+  light reading fell from 0.22 to 0.05): dogs 0.293 / 0.632 / 0.277 / 0.387, cats, birds, fish,
+  insects, buildings within 0.03 of dogs on each photo.
+The goal is asserted where it is met; elsewhere a floor a little under today's readings holds
+the line and the goal is a strict xfail (it fails the suite the day it is met).
+"""
+
+from __future__ import annotations
+
+import statistics
+from functools import cache
+
+import pytest
+from judge import structure
+from photos import photo
+
+from dreamcore.presets import PRESETS
+from dreamcore.runner import dream_image
+
+PHOTOS = ("rocket.jpg", "astronaut.png", "retina.jpg", "camera.png")
+SEEDS = (1, 2, 3)
+SIZE = 192
+GOAL = 0.70
+STILLS = [name for name, p in PRESETS.items() if all(t.kind != "guide" for t in p.terms)]
+
+
+MEETS_GOAL = ("default", "eyes", "edges", "patterns")
+SHORT = [name for name in STILLS if name not in MEETS_GOAL]
+FLOOR = {"shapes": 0.6, "animals": 0.2}
+
+
+@cache
+def scene(preset: str, name: str) -> float:
+    """Median SSIM over the seeds of `preset` dreamed on photo `name`."""
+    src = photo(name, SIZE)
+    return statistics.median(
+        structure(src, dream_image(src, PRESETS[preset], seed=s), 96) for s in SEEDS
+    )
+
+
+def readings(preset: str) -> dict[str, float]:
+    out = {name: round(scene(preset, name), 3) for name in PHOTOS}
+    print(f"\n{preset}: {out}")
+    return out
+
+
+@pytest.mark.parametrize("preset", MEETS_GOAL)
+def test_the_scene_survives_on_every_photo(preset: str) -> None:
+    got = readings(preset)
+    assert all(v >= GOAL for v in got.values()), got
+
+
+@pytest.mark.parametrize("preset", SHORT)
+def test_presets_short_of_the_goal_hold_their_floor(preset: str) -> None:
+    got = readings(preset)
+    floor = FLOOR.get(preset, FLOOR["animals"])
+    assert all(v >= floor for v in got.values()), (floor, got)
+
+
+@pytest.mark.parametrize("preset", SHORT)
+@pytest.mark.xfail(strict=True, reason="scene SSIM under 0.70 on some photo (issue 7)")
+def test_presets_short_of_the_goal_do_not_meet_it_yet(preset: str) -> None:
+    got = readings(preset)
+    assert all(v >= GOAL for v in got.values()), got
