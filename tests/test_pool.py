@@ -418,7 +418,9 @@ async def stuck_past_its_limit(pool: DreamPool, margin_s: float) -> None:
     other_worker = await running_on(other)
     big = forty_megapixels("RGB")
     overrides = DreamOverrides(max_size=64, octaves=1, steps=1)
-    spec = JobSpec(preset="edges", overrides=overrides, output_budget=2 << 20)
+    # `dogs` dreams the plain ramps as it would a photo (edges calms plain regions: the nearly
+    # smooth result encoded so fast that the worker was free before any kill).
+    spec = JobSpec(preset="dogs", overrides=overrides, output_budget=2 << 20)
     stuck = await pool.submit(big, spec, timeout_s=4.0)
     worker = 1 - other_worker
     pid = pool.worker_pids()[worker]
