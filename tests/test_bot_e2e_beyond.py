@@ -175,7 +175,9 @@ async def test_a_zoom_over_the_upload_budget_shrinks_to_fit(
 
 
 async def test_explore_replies_with_one_labelled_sheet(fake: FakeDiscord, bot: DreamBot) -> None:
-    asked = await ask(fake, "!dream explore top=blocks.4 steps=1 octaves=1 seed=2")
+    # 2 octaves x 3 steps: long enough for a progress edit between cells (one step of one
+    # octave ended in 0.4 s once the CPU path got faster, before any edit was due).
+    asked = await ask(fake, "!dream explore top=blocks.4 steps=3 octaves=2 seed=2")
     result = await dream_result(fake, asked, timeout=120)
     sheet = Image.open(io.BytesIO(upload_of(fake, result)))
     # 1 photo + 7 layers + 6 class presets + 4 top channels = 18 cells of 64 x 43, 5 columns
