@@ -488,7 +488,12 @@ async def test_close_answers_every_caller_and_leaves_no_process() -> None:
         *(j.result() for j in [quick, slow, *queued]), return_exceptions=True
     )
     assert isinstance(outcomes[0], JobResult)  # finished within the grace period
-    assert all(isinstance(o, PoolClosedError) for o in outcomes[1:])
+    assert isinstance(outcomes[1], PoolClosedError)  # 300 steps do not fit in the grace
+    # The queued jobs are refused, but for one the quick job's worker may have taken before the
+    # close (a tiny job starts and ends within the grace on the faster CPU path): it finishes.
+    late = outcomes[2:]
+    assert all(isinstance(o, JobResult | PoolClosedError) for o in late), late
+    assert sum(isinstance(o, JobResult) for o in late) <= 1, late
     assert all(j.done for j in [quick, slow, *queued])
 
     assert not closing.ready
