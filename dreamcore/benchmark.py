@@ -4,7 +4,8 @@ The floor is one forward and backward pass of the model truncated at the objecti
 layer, at the same size, precision and layout: no dream step can be cheaper. The ratio says what
 the rest of a step (jitter, tiling, balancing terms, pyramid normalisation, the colour step)
 adds on top. With `compare`, the same steps and dreams also run on the plain path (fp32, NCHW,
-batch norms as trained, not folded), interleaved with the fast path's, so the speed-up column compares runs made under the same load.
+batch norms as trained, not folded), interleaved with the fast path's, so the speed-up column
+compares runs made under the same load.
 """
 
 from __future__ import annotations

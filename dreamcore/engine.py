@@ -459,13 +459,13 @@ def structure_weight(photo: torch.Tensor, plain: float, contrast: float) -> torc
     h, w = photo.shape[-2:]
     s = min(1.0, _CONTRAST_SIDE / max(h, w))
     small = (max(1, round(h * s)), max(1, round(w * s)))
-    y = torch.einsum("c,bchw->bhw", _YCBCR[0].to(photo), _resize(photo, small))[:, None]
+    y = _luma(_resize(photo, small))
     pad = _CONTRAST_WINDOW // 2
     mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="replicate"), _CONTRAST_WINDOW, stride=1)
     sq = F.avg_pool2d(F.pad(y * y, (pad,) * 4, mode="replicate"), _CONTRAST_WINDOW, stride=1)
     sd = (sq - mean * mean).clamp_(min=0).sqrt_()
     weight = (sd / contrast).clamp_(0, 1).mul_(1 - plain).add_(plain)
-    return _up(weight, (h, w)).clamp_(plain, 1)
+    return _up(weight, (h, w))  # bilinear: stays within [plain, 1]
 
 
 def scaled_gradient(
@@ -624,13 +624,18 @@ def keep_colour(img: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
     return luma.add_(chroma).clamp_(0, 1)
 
 
+def _luma(img: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W): the brightness (Y of YCbCr) of RGB images (B, 3, H, W)."""
+    return torch.einsum("c,bchw->bhw", _YCBCR[0].to(img), img)[:, None]
+
+
 def tone_room(img: torch.Tensor, margin: float) -> torch.Tensor:
     """(B, 1, H, W) in [0, 1]: how much colour a pixel may take, 0 at black and white.
 
     A colour step on a near-black pixel is half clamped away, and what lands is a tint (black
     borders turned olive); near white likewise.
     """
-    y = torch.einsum("c,bchw->bhw", _YCBCR[0].to(img), img)[:, None]
+    y = _luma(img)
     return torch.minimum(y, 1 - y).div_(margin).clamp_(0, 1)
 
 
