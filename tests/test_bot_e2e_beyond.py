@@ -84,7 +84,10 @@ async def polite_reply(fake: FakeDiscord, asked: dict[str, Any]) -> str:
 async def test_zoom_replies_with_an_mp4_of_its_frames_and_a_reroll(
     fake: FakeDiscord, bot: DreamBot
 ) -> None:
-    asked = await ask(fake, "!dream zoom edges frames=4 steps=2 octaves=1 seed=3")
+    # The first frame dreams 3 octaves x 100 steps of the tiny photo (about a second), long
+    # enough for progress edits (0.2 s apart) that count frames: 1 octave x 2 steps ended before
+    # any edit was due once the CPU path got faster (CI, stop 9).
+    asked = await ask(fake, "!dream zoom edges frames=4 steps=100 octaves=3 seed=3")
     result = await dream_result(fake, asked, timeout=90)
     frames = mp4_frames(upload_of(fake, result))
     assert len(frames) == 4
