@@ -203,7 +203,11 @@ def help_embed(prefix: str) -> discord.Embed:
         f"**Like:** `{prefix}dream like` with two photos attached, or `/dream` with `guide`: "
         "grow the second picture's features into the first.\n"
         f"**Channels:** `{prefix}dream channel=blocks.4:7` amplifies one feature channel; "
-        "`dreamcore layers` lists how many each layer has."
+        "`dreamcore layers` lists how many each layer has.\n"
+        f"**Colour:** `{prefix}dream colour=keep` dreams brightness only, the photo keeps its "
+        "colours (the default for greyscale photos); `colour=free` lets colours change.\n"
+        f"**Plain:** `{prefix}dream plain=0.2` dreams plain regions like sky more gently "
+        "(0 to 1: lower keeps them calmer, 1 dreams them like the rest)."
     )
     return embed
 

@@ -13,6 +13,7 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
@@ -55,13 +56,17 @@ OPTION_ALIASES: dict[str, str] = {
     "max_size": "max_size",
     "seed": "seed",
     "channel": "channel",
+    "colour": "colour",
+    "color": "colour",
+    "plain": "plain_step",
+    "plain_step": "plain_step",
 }
 USER_OPTIONS = ("strength", "steps", "octaves", "scale", "step_size", "jitter", "layer", "model",
-                "channel", "size", "seed")  # fmt: skip
+                "channel", "colour", "plain", "size", "seed")  # fmt: skip
 # Options of `!dream zoom` and `!dream explore` beside the dream's own.
 ZOOM_OPTIONS = ("frames", "zoom", "rotate", "format", "between")
 EXPLORE_OPTIONS = ("top",)
-_DISPLAY = {"octave_scale": "scale", "max_size": "size"}
+_DISPLAY = {"octave_scale": "scale", "max_size": "size", "plain_step": "plain"}
 # Presets that need more than one image; chat offers one image per dream.
 HIDDEN_PRESETS = frozenset({"guide"})
 SUBCOMMANDS = frozenset({"zoom", "explore", "like"})
@@ -275,8 +280,11 @@ def validate_server_preset(
 
 
 def option_range(name: str) -> str:
-    """'between 0.1 and 4.0' for an override, read from the model's own constraints."""
+    """'between 0.1 and 4.0' (or '`keep` or `free`') for an override, read from its own type."""
     info = DreamOverrides.model_fields[name]
+    choices = [f"`{c}`" for c in _choices(info.annotation)]
+    if choices:
+        return " or ".join(filter(None, [", ".join(choices[:-1]), choices[-1]]))
     low = high = None
     for meta in info.metadata:
         if isinstance(meta, Ge | Gt):
@@ -291,6 +299,14 @@ def option_range(name: str) -> str:
     if low is not None:
         return f"{kind} above {low}"
     return kind
+
+
+def _choices(annotation: object) -> tuple[object, ...]:
+    """The values of a `Literal[...] | None` field (`keep`, `free`); () for any other type."""
+    for arg in (annotation, *get_args(annotation)):
+        if get_origin(arg) is Literal:
+            return get_args(arg)
+    return ()
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -143,6 +143,11 @@ def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
         choices=["keep", "free"],
         help="keep: dream brightness only, the photo keeps its colours (default for grey photos)",
     )
+    p.add_argument(
+        "--plain-step",
+        type=float,
+        help="0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -192,6 +197,7 @@ def _overrides(args: argparse.Namespace) -> DreamOverrides:
         tile_size=args.tile_size,
         precision=args.precision,
         colour=args.colour,
+        plain_step=args.plain_step,
     )
 
 

@@ -13,6 +13,7 @@ from bot.parsing import (
 )
 from bot.store import GuildConfig, ServerPreset
 from dreamcore.jobs import DreamOverrides, JobSpec
+from dreamcore.presets import PRESETS, resolve
 
 
 def catalog(
@@ -61,6 +62,13 @@ def test_an_option_without_value_is_refused() -> None:
         parse_dream_args("dogs strength=")
 
 
+def test_colour_and_plain_have_their_aliases() -> None:
+    args = parse_dream_args("dogs color:free plain_step=1")
+    assert dict(args.options) == {"colour": "free", "plain_step": "1"}
+    with pytest.raises(PoliteError, match=r"Options: .*colour, plain"):
+        parse_dream_args("dogs colur=keep")
+
+
 def test_unbalanced_quotes_do_not_crash() -> None:
     assert parse_dream_args('dogs "seed=3').preset == "dogs"
 
@@ -91,6 +99,23 @@ def test_out_of_range_option_states_the_valid_range() -> None:
         build_spec(catalog(), "dogs", {"strength": "9"})
     with pytest.raises(PoliteError, match="`steps` must be a whole number between 1 and 100"):
         build_spec(catalog(), "dogs", {"steps": "many"})
+
+
+def test_colour_and_plain_reach_the_resolved_preset() -> None:
+    args = parse_dream_args("dogs colour=keep plain=0.2")
+    dream = build_spec(catalog(), args.preset, args.options)
+    preset = resolve(dream.spec.preset, dream.spec.overrides)
+    assert (preset.colour, preset.plain_step) == ("keep", 0.2)
+    base = build_spec(catalog(), "default").spec
+    assert resolve(base.preset, base.overrides).plain_step == PRESETS["default"].plain_step
+
+
+def test_bad_colour_or_plain_names_the_valid_values() -> None:
+    with pytest.raises(PoliteError, match="`colour` must be `keep` or `free`"):
+        build_spec(catalog(), "dogs", parse_dream_args("colour=pink").options)
+    for bad in ("2", "-0.1", "calm"):
+        with pytest.raises(PoliteError, match=r"`plain` must be a number between 0\.0 and 1\.0"):
+            build_spec(catalog(), "dogs", parse_dream_args(f"plain={bad}").options)
 
 
 def test_bad_seed_is_refused_politely() -> None:
@@ -126,6 +151,16 @@ def test_the_slash_size_option_advertises_no_maximum_the_server_may_refuse() -> 
 
     size = next(p for p in DreamCog.dream_slash.parameters if p.name == "size")
     assert size.min_value == 32 and size.max_value is None
+
+
+def test_the_slash_commands_offer_colour_as_a_choice_and_plain_from_0_to_1() -> None:
+    from bot.cogs.dream import DreamCog
+    from bot.cogs.moderation import ModerationCog
+
+    for command in (DreamCog.dream_slash, ModerationCog.preset_add, ModerationCog.preset_edit):
+        params = {p.name: p for p in command.parameters}
+        assert [c.value for c in params["colour"].choices] == ["keep", "free"], command.name
+        assert (params["plain"].min_value, params["plain"].max_value) == (0.0, 1.0), command.name
 
 
 def test_server_preset_is_its_base_plus_overrides_and_user_options_win() -> None:
@@ -165,6 +200,17 @@ def test_a_server_preset_is_validated_like_a_job_spec() -> None:
     assert preset.description
 
 
+def test_a_server_preset_keeps_colour_and_plain_and_a_user_may_change_them() -> None:
+    preset = validate_server_preset("calmsky", "default", "", {"colour": "keep", "plain_step": 0.2})
+    assert preset.spec.overrides == DreamOverrides(colour="keep", plain_step=0.2)
+    cat = catalog(None, (preset,))
+    spec = build_spec(cat, "calmsky").spec
+    resolved = resolve(spec.preset, spec.overrides)
+    assert (resolved.colour, resolved.plain_step) == ("keep", 0.2)
+    spec = build_spec(cat, "calmsky", parse_dream_args("colour=free plain=1").options).spec
+    assert (spec.overrides.colour, spec.overrides.plain_step) == ("free", 1.0)
+
+
 def test_a_server_preset_may_grow_a_guide_for_dream_like() -> None:
     preset = validate_server_preset("catlike", "guide", "cats into anything", {"strength": 1.5})
     assert preset.spec.preset == "guide"
@@ -179,6 +225,8 @@ def test_a_server_preset_may_grow_a_guide_for_dream_like() -> None:
         ("zoom", "dogs", {}, "sub-command"),
         ("puppies", "dogs", {"strength": 50}, "between 0.1 and 4.0"),
         ("puppies", "dogs", {"layer": "nope"}, "Unknown layer"),
+        ("puppies", "dogs", {"colour": "pink"}, "`colour` must be `keep` or `free`"),
+        ("puppies", "dogs", {"plain_step": 2}, r"`plain` must be a number between 0\.0 and 1\.0"),
     ],
 )
 def test_bad_server_presets_get_one_sentence(

@@ -149,7 +149,8 @@ async def test_guild_config_changes_survive_a_reopen(target: str) -> None:
 
 
 async def test_server_presets_are_stored_as_job_specs(target: str) -> None:
-    spec = JobSpec(preset="dogs", overrides=DreamOverrides(strength=2.0, steps=3))
+    overrides = DreamOverrides(strength=2.0, steps=3, colour="keep", plain_step=0.2)
+    spec = JobSpec(preset="dogs", overrides=overrides)
     async with Store.open(target) as store:
         await store.put_preset(GUILD, ServerPreset("puppies", "More dogs", spec), user_id=9)
         await store.put_preset(GUILD + 1, ServerPreset("other", "elsewhere", spec))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from photos import ASSETS
-from PIL import Image
+from PIL import Image, ImageChops
 
 from dreamcore.cli import main
 
@@ -101,6 +101,26 @@ def test_an_output_format_that_cannot_hold_the_dream_is_one_line_and_exit_2(
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and "as PNG instead" in lines[0], lines
         assert not out.exists()
+
+
+def test_plain_step_reaches_the_dream_and_a_bad_one_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flat photo is plain everywhere: `--plain-step 0` leaves it as it was, 1 dreams it."""
+    photo = tmp_path / "flat.png"
+    Image.new("RGB", (64, 64), (120, 140, 160)).save(photo)
+    small = ["--max-size", "64", "--octaves", "1", "--steps", "2", "--seed", "1", "-q"]
+    for plain in ("0", "1"):
+        out = tmp_path / f"plain{plain}.png"
+        assert main(["dream", str(photo), "-o", str(out), "--plain-step", plain, *small]) == 0
+    with Image.open(photo) as src, Image.open(tmp_path / "plain0.png") as calm:
+        assert ImageChops.difference(src, calm).getbbox() is None
+    with Image.open(photo) as src, Image.open(tmp_path / "plain1.png") as dreamed:
+        assert ImageChops.difference(src, dreamed).getbbox() is not None
+    capsys.readouterr()
+    assert main(["dream", str(photo), "--plain-step", "2", *small]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "plain_step" in lines[0], lines
 
 
 def test_zoom_and_explore_write_by_the_output_suffix(tmp_path: Path) -> None:

@@ -51,6 +51,17 @@ def test_every_parameter_can_be_overridden() -> None:
     assert any(t.kind == "classes" for t in p.terms)  # the dog term stays
 
 
+def test_colour_and_plain_step_are_overridden_and_none_keeps_the_presets() -> None:
+    p = resolve("default", DreamOverrides(colour="keep", plain_step=0.0))
+    assert (p.colour, p.plain_step) == ("keep", 0.0), "0 is a value, not 'unset'"
+    p = resolve("default")
+    assert (p.colour, p.plain_step) == (None, PRESETS["default"].plain_step)
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        DreamOverrides(plain_step=1.5)
+    with pytest.raises(ValidationError, match="'keep' or 'free'"):
+        DreamOverrides(colour="pink")  # type: ignore[arg-type]
+
+
 def test_model_override_maps_layers_to_the_same_relative_depth() -> None:
     p = resolve("edges", DreamOverrides(model="googlenet"))
     assert p.model == "googlenet"

@@ -39,7 +39,8 @@ class DreamCog(commands.Cog, name="Dream"):
 
     @commands.group(
         name="dream",
-        usage="[preset] [strength=2 steps=10 seed=7 size=768 channel=blocks.4:7]",
+        usage="[preset] [strength=2 steps=10 seed=7 size=768 channel=blocks.4:7 colour=keep "
+        "plain=0.2]",
         invoke_without_command=True,
     )
     async def dream_prefix(self, ctx: commands.Context[DreamBot], *, args: str = "") -> None:
@@ -111,6 +112,8 @@ class DreamCog(commands.Cog, name="Dream"):
         size="largest side of the result in pixels, up to this server's cap",
         guide="a second picture whose features grow into the photo",
         channel="amplify one feature channel, e.g. blocks.4:7",
+        colour="keep: dream brightness only, the photo keeps its colours; free: colours may change",
+        plain="0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer",
     )
     async def dream_slash(
         self,
@@ -124,6 +127,8 @@ class DreamCog(commands.Cog, name="Dream"):
         size: app_commands.Range[int, 32] | None = None,  # the cap is per server: checked later
         guide: discord.Attachment | None = None,
         channel: app_commands.Range[str, 1, 64] | None = None,
+        colour: Literal["keep", "free"] | None = None,
+        plain: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         options = {
             "strength": strength,
@@ -132,6 +137,8 @@ class DreamCog(commands.Cog, name="Dream"):
             "seed": seed,
             "max_size": size,
             "channel": channel,
+            "colour": colour,
+            "plain_step": plain,
         }
         await self.bot.dreams.start(
             DreamRequest(

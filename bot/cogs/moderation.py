@@ -76,6 +76,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
         layer="a layer of the model, e.g. blocks.4",
         model="a model this bot offers",
         size="largest side in pixels",
+        colour="keep: dream brightness only, the photo keeps its colours; free: colours may change",
+        plain="0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer",
     )
     async def preset_add(
         self,
@@ -89,12 +91,14 @@ class ModerationCog(commands.Cog, name="Moderation"):
         layer: str | None = None,
         model: str | None = None,
         size: app_commands.Range[int, 32, 8192] | None = None,
+        colour: Literal["keep", "free"] | None = None,
+        plain: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         guild_id = _guild_id(interaction)
         store = self.bot.store
         if await store.preset(guild_id, name.strip().lower()) is not None:
             raise PoliteError(f"`{name}` exists already; use `/preset edit`.")
-        options = _options(strength, steps, octaves, layer, model, size)
+        options = _options(strength, steps, octaves, layer, model, size, colour, plain)
         self._check_model(model)
         preset = validate_server_preset(name, base, description, options)
         await store.put_preset(guild_id, preset, user_id=interaction.user.id)
@@ -114,6 +118,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
         layer: str | None = None,
         model: str | None = None,
         size: app_commands.Range[int, 32, 8192] | None = None,
+        colour: Literal["keep", "free"] | None = None,
+        plain: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         guild_id = _guild_id(interaction)
         store = self.bot.store
@@ -123,7 +129,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         self._check_model(model)
         options = {
             **old.spec.overrides.model_dump(exclude_none=True),
-            **_options(strength, steps, octaves, layer, model, size),
+            **_options(strength, steps, octaves, layer, model, size, colour, plain),
         }
         preset = validate_server_preset(
             old.name,
@@ -314,6 +320,8 @@ def _options(
     layer: str | None,
     model: str | None,
     size: int | None,
+    colour: str | None,
+    plain: float | None,
 ) -> dict[str, object]:
     values = {
         "strength": strength,
@@ -322,6 +330,8 @@ def _options(
         "layer": layer,
         "model": model,
         "max_size": size,
+        "colour": colour,
+        "plain_step": plain,
     }
     return {k: v for k, v in values.items() if v is not None}
 
