@@ -245,12 +245,17 @@ class Job:
         self._started_at: float | None = None
 
     def __repr__(self) -> str:
-        state = "done" if self.done else "queued" if self._position else "running"
+        state = "done" if self.done else "queued" if self.queued else "running"
         return f"<Job {self.id} owner={self.owner!r} {state}>"
 
     @property
     def done(self) -> bool:
         return self._finished.is_set()
+
+    @property
+    def queued(self) -> bool:
+        """Still waiting in the pool's queue: no worker has taken it yet."""
+        return not self.done and self._position is not None
 
     def events(self) -> AsyncIterator[JobEvent]:
         """Every event of this job from the start, in order, ending with a terminal one."""
