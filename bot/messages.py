@@ -31,7 +31,9 @@ from .errors import PoliteError
 from .store import LimitReached
 
 __all__ = [
+    "COLOUR_OPTION_HELP",
     "EMBED_COLOUR",
+    "PLAIN_OPTION_HELP",
     "dropped_text",
     "help_embed",
     "info_text",
@@ -48,6 +50,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EMBED_COLOUR = discord.Colour(0x7B5CD6)
+# What the slash options `colour` and `plain` say (/dream, /preset add).
+COLOUR_OPTION_HELP = (
+    "keep: dream brightness only, the photo keeps its colours; free: colours may change"
+)
+PLAIN_OPTION_HELP = "0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer"
 _BAR = 12
 
 

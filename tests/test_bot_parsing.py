@@ -163,6 +163,17 @@ def test_the_slash_commands_offer_colour_as_a_choice_and_plain_from_0_to_1() -> 
         assert (params["plain"].min_value, params["plain"].max_value) == (0.0, 1.0), command.name
 
 
+def test_dream_and_preset_add_explain_colour_and_plain_in_the_same_words() -> None:
+    from bot.cogs.dream import DreamCog
+    from bot.cogs.moderation import ModerationCog
+    from bot.messages import COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
+
+    for command in (DreamCog.dream_slash, ModerationCog.preset_add):
+        params = {p.name: p for p in command.parameters}
+        assert params["colour"].description == COLOUR_OPTION_HELP, command.name
+        assert params["plain"].description == PLAIN_OPTION_HELP, command.name
+
+
 def test_server_preset_is_its_base_plus_overrides_and_user_options_win() -> None:
     server = ServerPreset(
         "puppies", "More dogs", JobSpec(preset="dogs", overrides=DreamOverrides(strength=2.5))

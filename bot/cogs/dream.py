@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..errors import PoliteError
-from ..messages import like_text
+from ..messages import COLOUR_OPTION_HELP, PLAIN_OPTION_HELP, like_text
 from ..parsing import EXPLORE_OPTIONS, ZOOM_OPTIONS, parse_dream_args
 from ..replies import InteractionReply, MessageReply
 from ..service import DreamRequest
@@ -112,8 +112,8 @@ class DreamCog(commands.Cog, name="Dream"):
         size="largest side of the result in pixels, up to this server's cap",
         guide="a second picture whose features grow into the photo",
         channel="amplify one feature channel, e.g. blocks.4:7",
-        colour="keep: dream brightness only, the photo keeps its colours; free: colours may change",
-        plain="0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer",
+        colour=COLOUR_OPTION_HELP,
+        plain=PLAIN_OPTION_HELP,
     )
     async def dream_slash(
         self,

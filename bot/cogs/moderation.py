@@ -17,6 +17,7 @@ from discord.ext import commands
 from dreamcore.presets import PRESETS
 
 from ..errors import PoliteError
+from ..messages import COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
 from ..parsing import HIDDEN_PRESETS, validate_server_preset
 from ..store import ServerPreset
 
@@ -76,8 +77,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
         layer="a layer of the model, e.g. blocks.4",
         model="a model this bot offers",
         size="largest side in pixels",
-        colour="keep: dream brightness only, the photo keeps its colours; free: colours may change",
-        plain="0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer",
+        colour=COLOUR_OPTION_HELP,
+        plain=PLAIN_OPTION_HELP,
     )
     async def preset_add(
         self,
@@ -320,7 +321,7 @@ def _options(
     layer: str | None,
     model: str | None,
     size: int | None,
-    colour: str | None,
+    colour: Literal["keep", "free"] | None,
     plain: float | None,
 ) -> dict[str, object]:
     values = {
