@@ -191,6 +191,8 @@ def build_spec(
     values = {k: v for k, v in (options or {}).items() if v is not None and v != ""}
     if "seed" in values:
         seed = _seed(values.pop("seed"))
+    if isinstance(values.get("colour"), str):  # a choice, like preset names and zoom's `format`
+        values["colour"] = str(values["colour"]).strip().lower()
     if name in catalog.server:
         base = catalog.server[name].spec
     elif name in catalog.builtin:

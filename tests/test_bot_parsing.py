@@ -110,6 +110,12 @@ def test_colour_and_plain_reach_the_resolved_preset() -> None:
     assert resolve(base.preset, base.overrides).plain_step == PRESETS["default"].plain_step
 
 
+def test_colour_is_read_whatever_its_case_like_a_preset_name() -> None:
+    for typed in ("Keep", "KEEP", "keep"):
+        args = parse_dream_args(f"Dogs colour={typed}")
+        assert build_spec(catalog(), args.preset, args.options).spec.overrides.colour == "keep"
+
+
 def test_bad_colour_or_plain_names_the_valid_values() -> None:
     with pytest.raises(PoliteError, match="`colour` must be `keep` or `free`"):
         build_spec(catalog(), "dogs", parse_dream_args("colour=pink").options)
