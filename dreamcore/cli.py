@@ -69,7 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         ],
     )
     g.add_argument("-o", "--out-dir", type=Path, default=Path("assets/gallery"))
-    g.add_argument("-p", "--presets", help="comma-separated (default: all but guide)")
+    g.add_argument("-p", "--presets", help="comma-separated (default: all)")
+    g.add_argument(
+        "--guides",
+        nargs="*",
+        type=Path,
+        default=[Path("assets/chelsea.png"), Path("assets/daisies.png")],
+        help="guide pictures for guide presets: one row each (none: no guide rows)",
+    )
     g.add_argument("--size", type=int, default=320, help="longer side of each picture")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--device")
@@ -355,6 +362,7 @@ def _gallery(args: argparse.Namespace) -> int:
         args.out_dir,
         side=args.size,
         seed=args.seed,
+        guides=args.guides,
         device=args.device,
         log=lambda line: print(line, file=sys.stderr),
     )

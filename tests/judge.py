@@ -53,12 +53,14 @@ def views(img: Image.Image) -> list[Image.Image]:
     return crops
 
 
-def class_mass(img: Image.Image, group: str = "dogs") -> tuple[float, float]:
-    """(mean, max) over the ten views of the judge's probability mass on a class group."""
+def class_mass(img: Image.Image, group: str | tuple[int, ...] = "dogs") -> tuple[float, float]:
+    """(mean, max) over the ten views of the judge's probability mass on a class group (a name
+    in CLASS_GROUPS, or ImageNet indices)."""
     x = torch.stack([tensor(v.resize((VIEW, VIEW), Image.BILINEAR)) for v in views(img)])
     with torch.no_grad():
         p = judge()(x, ["logits"])["logits"].softmax(dim=1)
-    mass = p[:, list(CLASS_GROUPS[group])].sum(dim=1)
+    index = CLASS_GROUPS[group] if isinstance(group, str) else group
+    mass = p[:, list(index)].sum(dim=1)
     return mass.mean().item(), mass.max().item()
 
 

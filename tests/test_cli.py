@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from photos import ASSETS
 from PIL import Image, ImageChops
@@ -154,3 +155,21 @@ def test_gallery_writes_one_row_per_preset_and_a_markdown_table(
             assert row.height == 64 and row.width > 2 * 64  # two photos side by side
     assert main([*args, "-p", "dgos"]) == 2
     assert "dogs" in capsys.readouterr().err
+
+
+def test_gallery_gives_the_guide_preset_a_row_per_guide_with_the_guide_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = [str(ASSETS / "camera.png"), str(ASSETS / "coffee.png")]
+    args = ["gallery", *photos, "-o", str(tmp_path), "--size", "64", "-p", "guide"]
+    assert main([*args, "--guides", str(ASSETS / "chelsea.png"), str(ASSETS / "daisies.png")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["photo", "guide-chelsea", "guide-daisies"]
+    with Image.open(tmp_path / "guide-daisies.jpg") as row, Image.open(ASSETS / "daisies.png") as g:
+        assert row.height == 64 and row.width > 2 * 64 + 64  # the square guide, then two photos
+        left = np.asarray(row.convert("RGB").crop((0, 0, 64, 64)), dtype=np.float32)
+        guide = np.asarray(g.convert("RGB").resize((64, 64)), dtype=np.float32)
+        assert np.abs(left - guide).mean() < 10  # the guide as given, not dreamed
+    assert main([*args, "--guides"]) == 0  # no guides: no guide rows
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["photo"]
