@@ -16,6 +16,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DecodedImage",
     "add_detail",
+    "bundled_picture",
     "cap_side",
     "decode_image",
     "encode_image",
@@ -489,3 +491,16 @@ def to_image(t: torch.Tensor) -> Image.Image:
     pixels = pixels.nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
     array = pixels.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     return Image.fromarray(array)
+
+
+PICTURES = Path(__file__).resolve().parent / "pictures"
+
+
+def bundled_picture(name: str) -> Image.Image:
+    """A picture shipped with dreamcore (dreamcore/pictures/<name>.png), as RGB."""
+    path = PICTURES / f"{name}.png"
+    if not name.isidentifier() or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PICTURES.glob("*.png")))
+        raise InvalidParameterError(f"Unknown picture {name!r}. Valid: {known}.")
+    with Image.open(path) as img:
+        return img.convert("RGB")

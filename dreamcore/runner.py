@@ -18,6 +18,7 @@ from .errors import DreamCancelled, ImageError, InvalidParameterError
 from .images import (
     DecodedImage,
     add_detail,
+    bundled_picture,
     cap_side,
     decode_image,
     encode_image,
@@ -63,7 +64,7 @@ def warm_up(models: Sequence[str], device: str | None = None) -> None:
 
 def build_objective(preset: Preset, net: DreamNet, guide_image: Image.Image | None) -> Objective:
     """The preset's weighted terms as one objective; guide terms read the guide image once."""
-    terms = [_term(t) for t in preset.terms if t.kind != "guide"]
+    terms = [_term(t, net) for t in preset.terms if t.kind != "guide"]
     guides = [t for t in preset.terms if t.kind == "guide"]
     if guides:
         terms += _guide_terms(guides, net, guide_image)
@@ -73,12 +74,22 @@ def build_objective(preset: Preset, net: DreamNet, guide_image: Image.Image | No
     return objective
 
 
-def _term(t: Term) -> tuple[float, Objective]:
+def _term(t: Term, net: DreamNet) -> tuple[float, Objective]:
     if t.kind == "layer":
         return t.weight, layer(t.layer or "")
     if t.kind == "channels":
         return t.weight, channels(t.layer or "", t.channels)
+    if t.kind == "picture":
+        name = t.layer or ""
+        return t.weight, guide(name, _read(net, bundled_picture(t.picture or ""), [name])[name])
     return t.weight, classes(t.classes if t.classes is not None else ())
+
+
+def _read(net: DreamNet, picture: Image.Image, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The network's activations on a guide picture, read at GUIDE_SIDE."""
+    x = to_tensor(cap_side(picture, GUIDE_SIDE))[None].to(next(net.parameters()).device)
+    with torch.no_grad():
+        return net(x, list(names))
 
 
 def _guide_terms(
@@ -91,9 +102,7 @@ def _guide_terms(
             "This preset needs a guide image: a second picture whose features it grows."
         )
     names = [t.layer or "" for t in terms]
-    x = to_tensor(cap_side(guide_image, GUIDE_SIDE))[None].to(next(net.parameters()).device)
-    with torch.no_grad():
-        acts = net(x, [*names, LOGITS])
+    acts = _read(net, guide_image, [*names, LOGITS])
     out = [(t.weight, guide(name, acts[name])) for t, name in zip(terms, names, strict=True)]
     index = guide_classes(acts[LOGITS])
     return [*out, (1.0, classes(index))] if index else out

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
-from dreamcore.errors import UnknownLayerError, UnknownModelError
+from dreamcore.errors import InvalidParameterError, UnknownLayerError, UnknownModelError
+from dreamcore.images import bundled_picture
 from dreamcore.jobs import DreamOverrides, JobSpec
+from dreamcore.models import LOGITS, load_model
 from dreamcore.objectives import CLASS_GROUPS, channels, classes, layer
-from dreamcore.presets import PRESETS, resolve
+from dreamcore.presets import PRESETS, Term, resolve
+from dreamcore.runner import build_objective
 
 REQUIRED = {
     "default",
@@ -108,3 +112,26 @@ def test_channel_objective_reads_only_its_channels() -> None:
     a[:, 0] = 100.0  # not chosen: must not count
     assert obj.layers == {"blocks.3"}
     assert torch.isclose(obj({"blocks.3": a}), torch.tensor(2.0))
+
+
+def test_the_buildings_picture_is_the_drawn_barn_and_the_network_reads_buildings_in_it() -> None:
+    """dreamcore/pictures/barn.png is what tests/drawn.py draws (so it can be redrawn), and the
+    dreamer's network reads it as the building classes the preset grows (beacon aside)."""
+    from drawn import barn
+    from photos import tensor
+
+    shipped = bundled_picture("barn")
+    assert np.array_equal(np.asarray(shipped), np.asarray(barn()))
+    net = load_model("efficientnet_lite0", "cpu")
+    with torch.no_grad():
+        p = net(tensor(shipped)[None], [LOGITS])[LOGITS].softmax(dim=-1)[0]
+    assert p[list(CLASS_GROUPS["buildings"])].sum().item() >= 0.2
+
+
+def test_a_picture_term_needs_a_picture_that_ships_with_dreamcore() -> None:
+    net = load_model("efficientnet_lite0", "cpu")
+    bad = PRESETS["buildings"].model_copy(
+        update={"terms": (Term(kind="picture", picture="../etc/passwd", layer="blocks.4"),)}
+    )
+    with pytest.raises(InvalidParameterError, match=r"Unknown picture.*barn"):
+        build_objective(bad, net, None)
