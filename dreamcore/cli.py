@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
     """The options `dream`, `zoom` and `explore` share."""
     p.add_argument("input", type=Path)
-    p.add_argument("-p", "--preset", default="default")
+    p.add_argument("-p", "--preset", help="default: default (guide with --guide)")
     p.add_argument("-o", "--output", type=Path, help=output_help)
     p.add_argument("--model")
     p.add_argument("--layer")
@@ -214,7 +214,9 @@ def _dream(args: argparse.Namespace) -> int:
 
     overrides = _overrides(args)
     guide = args.guide.read_bytes() if args.guide else None
-    spec = JobSpec(preset=args.preset, overrides=overrides, seed=args.seed, guide=guide)
+    # With a guide and no preset named, the `guide` preset, as `!dream like` in chat.
+    preset = args.preset or ("guide" if guide else "default")
+    spec = JobSpec(preset=preset, overrides=overrides, seed=args.seed, guide=guide)
     decoded = decode_image(args.input.read_bytes())
     output = args.output or args.input.with_name(f"{args.input.stem}-{spec.preset}.png")
     with _progress_bar(enabled=not args.quiet and sys.stderr.isatty()) as progress:
@@ -244,7 +246,7 @@ def _zoom(args: argparse.Namespace) -> int:
         between=args.between,
     )
     spec = JobSpec(
-        preset=args.preset,
+        preset=args.preset or "default",
         overrides=_overrides(args),
         seed=args.seed,
         guide=args.guide.read_bytes() if args.guide else None,
@@ -276,7 +278,7 @@ def _explore(args: argparse.Namespace) -> int:
         channels=args.channels,
     )
     spec = JobSpec(
-        preset=args.preset,
+        preset=args.preset or "default",
         overrides=_overrides(args),
         seed=args.seed,
         output_budget=2**40,

@@ -21,6 +21,20 @@ def dreamcore(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_guide_without_a_preset_dreams_with_the_guide_preset_as_chat_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo, guide = str(ASSETS / "coffee.png"), str(ASSETS / "daisies.png")
+    small = ["--max-size", "64", "--octaves", "1", "--steps", "1", "--seed", "1"]
+    assert main(["dream", photo, "--guide", guide, "-o", str(tmp_path / "a.png"), *small]) == 0
+    assert "preset guide, guided by daisies.png" in capsys.readouterr().out
+    assert main(["dream", photo, "-o", str(tmp_path / "b.png"), *small]) == 0
+    assert "preset default" in capsys.readouterr().out
+    args = ["dream", photo, "--guide", guide, "-p", "dogs", "-o", str(tmp_path / "c.png"), *small]
+    assert main(args) == 0
+    assert "preset dogs, guided by daisies.png" in capsys.readouterr().out
+
+
 def test_dream_writes_a_png_of_the_input_size(tmp_path: Path) -> None:
     out = tmp_path / "cat.png"
     run = dreamcore(
