@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
     """The options `dream`, `zoom` and `explore` share."""
     p.add_argument("input", type=Path)
-    p.add_argument("-p", "--preset", help="default: default (guide with --guide)")
+    p.add_argument("-p", "--preset", help="default: default (dream with --guide: guide)")
     p.add_argument("-o", "--output", type=Path, help=output_help)
     p.add_argument("--model")
     p.add_argument("--layer")

@@ -63,8 +63,10 @@ def warm_up(models: Sequence[str], device: str | None = None) -> None:
 
 
 def build_objective(preset: Preset, net: DreamNet, guide_image: Image.Image | None) -> Objective:
-    """The preset's weighted terms as one objective; guide terms read the guide image once."""
-    terms = [_term(t, net) for t in preset.terms if t.kind != "guide"]
+    """The preset's weighted terms as one objective; each picture (guide or shipped) is read once."""
+    shipped = {t.picture or "" for t in preset.terms if t.kind == "picture"}
+    pictures = {name: _read(net, bundled_picture(name), _layers(preset, name)) for name in shipped}
+    terms = [_term(t, pictures) for t in preset.terms if t.kind != "guide"]
     guides = [t for t in preset.terms if t.kind == "guide"]
     if guides:
         terms += _guide_terms(guides, net, guide_image)
@@ -74,14 +76,18 @@ def build_objective(preset: Preset, net: DreamNet, guide_image: Image.Image | No
     return objective
 
 
-def _term(t: Term, net: DreamNet) -> tuple[float, Objective]:
+def _layers(preset: Preset, picture: str) -> list[str]:
+    return [t.layer or "" for t in preset.terms if t.kind == "picture" and t.picture == picture]
+
+
+def _term(t: Term, pictures: dict[str, dict[str, torch.Tensor]]) -> tuple[float, Objective]:
+    """A term that needs no guide image (`pictures`: the shipped pictures' activations)."""
     if t.kind == "layer":
         return t.weight, layer(t.layer or "")
     if t.kind == "channels":
         return t.weight, channels(t.layer or "", t.channels)
     if t.kind == "picture":
-        name = t.layer or ""
-        return t.weight, guide(name, _read(net, bundled_picture(t.picture or ""), [name])[name])
+        return t.weight, guide(t.layer or "", pictures[t.picture or ""][t.layer or ""])
     return t.weight, classes(t.classes if t.classes is not None else ())
 
 
