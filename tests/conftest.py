@@ -1,9 +1,16 @@
-"""Shared test set-up: the tests folder is importable (photos, judge, fakediscord)."""
+"""Shared test set-up: the tests folder is importable (photos, judge, fakediscord).
+
+`--layout nchw` and `--threads N` dream this run's in-process pictures in another layout and
+thread count: another rounding, as another device has, so the quality tests can be tried on it
+without a GPU (a dream amplifies rounding like a different seed). Pool workers keep the defaults.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -13,12 +20,33 @@ pytest_plugins = [
 ]
 
 
-def pytest_report_header() -> str:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dreams", "where the in-process dreams run")
+    group.addoption("--layout", choices=("auto", "nchw", "channels_last"), default="auto")
+    group.addoption("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    from dreamcore import runner
+
+    if config.getoption("threads"):
+        torch.set_num_threads(config.getoption("threads"))
+    layout = config.getoption("layout")
+    if layout != "auto":
+        runner.default_layout = lambda device: layout  # what load_model gets in the runner
+
+
+def pytest_report_header(config: pytest.Config) -> str:
     """Say where the dreams of this run happen: on a GPU machine the tests must run on CUDA."""
     import torch
 
+    from dreamcore.precision import default_layout
     from dreamcore.runner import default_device
 
     dev = default_device()
     name = f" ({torch.cuda.get_device_name()})" if dev == "cuda" else ""
-    return f"dream device: {dev}{name}"
+    layout = config.getoption("layout")
+    layout = default_layout(dev) if layout == "auto" else layout
+    return f"dream device: {dev}{name}, layout {layout}, {torch.get_num_threads()} threads"
