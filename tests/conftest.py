@@ -38,15 +38,13 @@ def pytest_configure(config: pytest.Config) -> None:
         runner.default_layout = lambda device: layout  # what load_model gets in the runner
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header() -> str:
     """Say where the dreams of this run happen: on a GPU machine the tests must run on CUDA."""
     import torch
 
-    from dreamcore.precision import default_layout
-    from dreamcore.runner import default_device
+    from dreamcore import runner
 
-    dev = default_device()
+    dev = runner.default_device()
     name = f" ({torch.cuda.get_device_name()})" if dev == "cuda" else ""
-    layout = config.getoption("layout")
-    layout = default_layout(dev) if layout == "auto" else layout
+    layout = runner.default_layout(dev)  # what the runner loads with (--layout included)
     return f"dream device: {dev}{name}, layout {layout}, {torch.get_num_threads()} threads"
