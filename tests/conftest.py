@@ -3,6 +3,7 @@
 `--layout nchw` and `--threads N` dream this run's in-process pictures in another layout and
 thread count: another rounding, as another device has, so the quality tests can be tried on it
 without a GPU (a dream amplifies rounding like a different seed). Pool workers keep the defaults.
+`--seeds N` takes the quality tests' medians over seeds 1-N instead of 1-3 (tests/dreams.py).
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dreams", "where the in-process dreams run")
     group.addoption("--layout", choices=("auto", "nchw", "channels_last"), default="auto")
     group.addoption("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    group.addoption("--seeds", type=int, default=3, help="quality medians over seeds 1-N")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import dreams
     import torch
 
     from dreamcore import runner
 
+    dreams.SEEDS = tuple(range(1, config.getoption("seeds") + 1))
     if config.getoption("threads"):
         torch.set_num_threads(config.getoption("threads"))
     layout = config.getoption("layout")
@@ -40,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header() -> str:
     """Say where the dreams of this run happen: on a GPU machine the tests must run on CUDA."""
+    import dreams
     import torch
 
     from dreamcore import runner
@@ -47,4 +52,5 @@ def pytest_report_header() -> str:
     dev = runner.default_device()
     name = f" ({torch.cuda.get_device_name()})" if dev == "cuda" else ""
     layout = runner.default_layout(dev)  # what the runner loads with (--layout included)
-    return f"dream device: {dev}{name}, layout {layout}, {torch.get_num_threads()} threads"
+    threads, seeds = torch.get_num_threads(), len(dreams.SEEDS)
+    return f"dream device: {dev}{name}, layout {layout}, {threads} threads, seeds 1-{seeds}"

@@ -2,6 +2,9 @@
 
 The scene test and the animal judge test read the same dreams (what `!dream <preset>` makes of a
 photo), so the judge costs no extra dreaming.
+
+`SEEDS` are the seeds every quality test takes its medians over: 1-3, or 1-N with `--seeds N`
+(conftest), to see whether a bar met at three seeds holds over more.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from PIL import Image
 
 from dreamcore.presets import PRESETS
 from dreamcore.runner import dream_image
+
+SEEDS: tuple[int, ...] = (1, 2, 3)  # conftest replaces it for `--seeds N` before tests import it
 
 
 @cache

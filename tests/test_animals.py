@@ -29,14 +29,13 @@ from collections.abc import Callable
 from functools import cache
 
 import pytest
-from dreams import dreamed
+from dreams import SEEDS, dreamed
 from judge import class_mass, heavy, light
 from photos import photo
 from PIL import Image
 
 ANIMALS = ("cats", "birds", "fish", "insects", "buildings")
 PHOTOS = ("rocket.jpg", "astronaut.png", "retina.jpg", "camera.png")
-SEEDS = (1, 2, 3)
 SIZE = 192  # the scene test's size: the same dreams serve both
 BARS = {  # median mass on the group's own classes: light blur, heavy blur
     "cats": (0.15, 0.08),

@@ -14,6 +14,7 @@ import statistics
 
 import numpy as np
 import pytest
+from dreams import SEEDS
 from photos import photo, png_bytes
 from spectra import band_shares
 
@@ -31,7 +32,7 @@ def shares() -> dict[str, tuple[float, float]]:
     out = {}
     for preset in ("edges", "patterns", "shapes"):
         runs = []
-        for seed in (1, 2, 3):
+        for seed in SEEDS:
             spec = JobSpec(preset=preset, overrides=DreamOverrides(max_size=SIDE), seed=seed)
             dreamed = decode_image(run_job(png_bytes(src), spec).image).rgb
             runs.append(band_shares(np.asarray(dreamed.convert("L"), dtype=np.float64) - grey))

@@ -34,6 +34,7 @@ import statistics
 from functools import cache
 
 import pytest
+from dreams import SEEDS
 from judge import class_mass, heavy, light, structure
 from photos import photo, png_bytes
 from PIL import Image
@@ -42,7 +43,6 @@ from dreamcore.images import decode_image
 from dreamcore.jobs import JobSpec
 from dreamcore.runner import run_job
 
-SEEDS = (1, 2, 3)
 HUBBLE_SHORT = pytest.mark.xfail(
     strict=True, reason="dogs on the Hubble field: median heavy 0.032, not 2x 0.029 (module doc)"
 )

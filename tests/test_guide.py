@@ -32,6 +32,7 @@ from functools import cache
 import pytest
 import torch
 from drawn import daisies
+from dreams import SEEDS
 from judge import class_mass, heavy, light, structure
 from photos import photo, png_bytes, tensor
 
@@ -42,7 +43,6 @@ from dreamcore.objectives import CLASS_GROUPS, guide_classes
 from dreamcore.runner import GUIDE_SIDE, run_job
 
 PHOTOS = ("rocket.jpg", "coffee.png", "astronaut.png")
-SEEDS = (1, 2, 3)
 SIDE = 256
 DAISY = (985,)  # ImageNet's one flower head class
 

@@ -32,14 +32,13 @@ import statistics
 from functools import cache
 
 import pytest
-from dreams import dreamed
+from dreams import SEEDS, dreamed
 from judge import structure
 from photos import photo
 
 from dreamcore.presets import PRESETS
 
 PHOTOS = ("rocket.jpg", "astronaut.png", "retina.jpg", "camera.png")
-SEEDS = (1, 2, 3)
 SIZE = 192
 GOAL = 0.70
 STILLS = [name for name, p in PRESETS.items() if all(t.kind != "guide" for t in p.terms)]
