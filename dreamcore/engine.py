@@ -16,6 +16,9 @@ Choices, each made by looking at the pictures (see DREAM_NOTES.md):
 - at coarse octaves smaller than the network's training size, the gradient is taken on a copy
   scaled up to that size and carried back through the scaling: heads of the right size for the
   network form there, not only their texture (`grad_side`);
+- each step may also see the image turned and scaled a little at random (`turn`, `zoom`), the
+  transformation robustness of feature visualisation: only what reads as a head from several
+  angles and sizes grows, so heads come out whole and stay readable through a heavy blur;
 - the scene is anchored: after each step the coarse band of the change (below `anchor_side`
   pixels) is pulled back towards the photo, so the layout survives (`anchor`);
 - plain regions of the photo (low local contrast: sky, water, a backdrop, most of a low-detail
@@ -99,6 +102,8 @@ class DreamParams:
     # Hubble field lies within 0.1 of black, so its dogs lost their colour).
     tone_margin: float = 0.0
     grad_side: int = 0
+    turn: float = 0.0  # degrees: each step's gradient is taken on the image turned by up to this
+    zoom: float = 0.0  # ... and scaled by 1 +- up to this
     anchor: float = 0.0
     anchor_side: int = 32
     plain_step: float = 1.0
@@ -120,6 +125,8 @@ class DreamParams:
             raise InvalidParameterError("colour must be 'keep' or 'free'")
         if not 0.0 <= self.anchor <= 1.0:
             raise InvalidParameterError("anchor must lie in 0..1")
+        if not (0.0 <= self.turn <= 45.0 and 0.0 <= self.zoom <= 0.5):
+            raise InvalidParameterError("turn must lie in 0..45 degrees, zoom in 0..0.5")
         if not 0.0 <= self.plain_step <= 1.0 or self.plain_contrast <= 0:
             raise InvalidParameterError("plain_step must lie in 0..1, plain_contrast above 0")
 
@@ -365,7 +372,14 @@ def _step(
     j = params.jitter
     shifts = [_shift(gen, j) for gen in gens]
     shifted = _roll(img, shifts)
-    g = scaled_gradient(shifted, params.grad_side, lambda t: run.gradient(t, net, objective))
+    warps = (
+        [_warp(gen, params.turn, params.zoom) for gen in gens]
+        if params.turn or params.zoom
+        else None
+    )
+    g = scaled_gradient(
+        shifted, params.grad_side, lambda t: run.gradient(t, net, objective), warps=warps
+    )
     g = _roll(g, [(-dy, -dx) for dy, dx in shifts])
     g = pyramid_normalize(g, params.pyramid_levels)
     if chromas is None:
@@ -384,6 +398,12 @@ def _shift(gen: torch.Generator, jitter: int) -> tuple[int, int]:
         return 0, 0
     dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
     return dy, dx
+
+
+def _warp(gen: torch.Generator, turn: float, zoom: float) -> tuple[float, float]:
+    """A random (angle in radians, scale) within +-turn degrees and 1 +- zoom."""
+    a, b = (torch.rand(2, generator=gen) * 2 - 1).tolist()
+    return math.radians(a * turn), 1.0 + b * zoom
 
 
 def _roll(x: torch.Tensor, shifts: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -469,23 +489,49 @@ def structure_weight(photo: torch.Tensor, plain: float, contrast: float) -> torc
 
 
 def scaled_gradient(
-    x: torch.Tensor, side: int, grad: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor,
+    side: int,
+    grad: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    warps: Sequence[tuple[float, float]] | None = None,
 ) -> torch.Tensor:
-    """The gradient, taken on a copy scaled up so its shorter side is at least `side`.
+    """The gradient, taken on a copy scaled up so its shorter side is at least `side`, and turned
+    and scaled about its centre by each image's (angle, scale) in `warps`.
 
     A network trained at 224 px recognises heads 50-150 px across; at a 100 px octave it only
     finds their texture. Scaling the octave up for the gradient (and back, by autograd through
-    the bilinear resize) lets the coarse octaves grow whole heads.
+    the resampling) lets the coarse octaves grow whole heads. The warps are transformation
+    robustness: a pattern that only fools the network at one angle and size gets no gradient
+    that adds up from step to step.
     """
     h, w = x.shape[-2:]
-    if not side or min(h, w) >= side:
+    s = side / min(h, w) if side and min(h, w) < side else 1.0
+    if s == 1.0 and warps is None:
         return grad(x)
-    s = side / min(h, w)
+    size = (round(h * s), round(w * s))
     xs = x.detach().requires_grad_(True)
-    up = F.interpolate(xs, size=(round(h * s), round(w * s)), mode="bilinear", align_corners=False)
-    g_up = grad(up.detach())
-    (g,) = torch.autograd.grad(up, xs, grad_outputs=g_up)
+    if warps is None:
+        moved = F.interpolate(xs, size=size, mode="bilinear", align_corners=False)
+    else:
+        grid = F.affine_grid(
+            _thetas(warps, h, w).to(x), [x.shape[0], 3, *size], align_corners=False
+        )
+        moved = F.grid_sample(
+            xs, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+    g_moved = grad(moved.detach())
+    (g,) = torch.autograd.grad(moved, xs, grad_outputs=g_moved)
     return g
+
+
+def _thetas(warps: Sequence[tuple[float, float]], h: int, w: int) -> torch.Tensor:
+    """affine_grid's matrices (B, 2, 3) for turns and scales in pixel space (not squashed by the
+    picture's aspect in affine_grid's [-1, 1] coordinates)."""
+    rows = []
+    for angle, scale in warps:
+        c, s = math.cos(angle) / scale, math.sin(angle) / scale
+        rows.append([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]])
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 ALIGN = 32  # the deepest stride of the zoo's networks

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 from photos import photo, png_bytes, tensor
 
-from dreamcore.engine import DreamParams, dream, gradient, octave_sizes, structure_weight
+from dreamcore.engine import (
+    DreamParams,
+    dream,
+    gradient,
+    octave_sizes,
+    scaled_gradient,
+    structure_weight,
+)
 from dreamcore.errors import DreamCancelled, InvalidParameterError
 from dreamcore.images import decode_image
 from dreamcore.jobs import DreamOverrides, JobSpec, Progress
@@ -176,3 +184,52 @@ def test_the_scene_anchor_keeps_the_coarse_layout_of_the_change_near_zero(net) -
 
     assert coarse(kept) < 0.5 * coarse(free), (coarse(kept), coarse(free))
     assert (kept - x).abs().mean() > 0.5 * (free - x).abs().mean()  # the detail stays
+
+
+def _square(h: int, w: int) -> torch.Tensor:
+    x = torch.zeros(1, 3, h, w)
+    x[:, :, 10:22, 14:26] = 1.0  # off centre, in the top-left part
+    return x
+
+
+def test_a_turned_and_scaled_gradient_lands_back_where_its_pattern_is() -> None:
+    """The warp is undone on the way back: the gradient of a pattern sits on the pattern.
+
+    With d objective / d pixels = the pixels (objective: half their square), the gradient
+    carried back through a 30-degree turn and a 1.1x scale is the square again, softened by the
+    resampling, not the square turned about the centre.
+    """
+    x = _square(64, 96)
+    seen: list[torch.Tensor] = []
+    g = scaled_gradient(
+        x, 0, lambda t: seen.append(t) or t.clone(), warps=[(math.radians(30), 1.1)]
+    )
+    on = g[:, :, 10:22, 14:26].sum()
+    assert on > 0.8 * g.sum() and on > 0.5 * x.sum(), (on.item(), g.sum().item())
+    # what the network saw was turned and scaled: the square has left its place there
+    moved = seen[0][:, :, 10:22, 14:26].sum()
+    assert moved < 0.5 * seen[0].sum(), (moved.item(), seen[0].sum().item())
+
+
+def test_no_warp_and_an_identity_warp_give_the_same_gradient() -> None:
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    g = scaled_gradient(x, 0, lambda t: t * t, warps=[(0.0, 1.0), (0.0, 1.0)])
+    assert torch.allclose(g, x * x, atol=1e-4)
+
+
+def test_each_image_of_a_batch_is_warped_by_its_own_draw() -> None:
+    """Batched dreams must come out as each dreamed alone: warps are per image."""
+    x = torch.cat([_square(48, 48), _square(48, 48)])
+    warps = [(math.radians(20), 1.0), (math.radians(-15), 0.9)]
+    both = scaled_gradient(x, 64, lambda t: t.clone(), warps=warps)
+    for i, w in enumerate(warps):
+        alone = scaled_gradient(x[i : i + 1], 64, lambda t: t.clone(), warps=[w])
+        assert torch.allclose(both[i : i + 1], alone, atol=1e-6)
+    assert not torch.allclose(both[0], both[1], atol=1e-3)
+
+
+def test_turn_and_zoom_are_bounded() -> None:
+    with pytest.raises(InvalidParameterError, match="turn"):
+        DreamParams(turn=60.0)
+    with pytest.raises(InvalidParameterError, match="zoom"):
+        DreamParams(zoom=0.7)
