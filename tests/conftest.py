@@ -34,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from dreamcore import runner
 
+    if config.getoption("seeds") < 1:
+        raise pytest.UsageError("--seeds takes a count of 1 or more")
     dreams.SEEDS = tuple(range(1, config.getoption("seeds") + 1))
     if config.getoption("threads"):
         torch.set_num_threads(config.getoption("threads"))
