@@ -216,9 +216,12 @@ def test_a_turned_and_scaled_gradient_lands_back_where_its_pattern_is() -> None:
     """
     x = _square(64, 96)
     seen: list[torch.Tensor] = []
-    g = scaled_gradient(
-        x, 0, lambda t: seen.append(t) or t.clone(), warps=[(math.radians(30), 1.1)]
-    )
+
+    def half_square(t: torch.Tensor) -> torch.Tensor:  # its gradient: the pixels it is given
+        seen.append(t)
+        return t.clone()
+
+    g = scaled_gradient(x, 0, half_square, warps=[(math.radians(30), 1.1)])
     on = g[:, :, 10:22, 14:26].sum()
     assert on > 0.8 * g.sum() and on > 0.5 * x.sum(), (on.item(), g.sum().item())
     # what the network saw was turned and scaled: the square has left its place there
