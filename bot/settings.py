@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     )
     workers_per_device: int = Field(1, ge=1, le=16)
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="the network's arithmetic: auto = fp32 (bf16 measured slower so far)"
+        "auto", description="the network's arithmetic: auto = bf16 where the hardware has it"
     )
     batch_max: int | None = Field(
         None,

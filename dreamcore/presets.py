@@ -51,7 +51,7 @@ class Preset(BaseModel):
     strength: float = Field(1.0, ge=0.1, le=4.0)
     max_size: int = Field(1024, ge=32, le=8192)
     tile_size: int | None = Field(None, ge=64, le=8192)  # None: chosen from free memory
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: fp32 (bf16 measured slower)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
     colour: Literal["keep", "free"] | None = None  # None: keep for greyscale photos, else free
     grad_side: int = Field(0, ge=0, le=1024)  # coarse octaves' gradient at this side (0: off)
     turn: float = Field(0.0, ge=0.0, le=45.0)  # each step's gradient on the image turned +- this

@@ -55,7 +55,7 @@ def pytest_report_header() -> str:
     dev = runner.default_device()
     name = f" ({torch.cuda.get_device_name()})" if dev == "cuda" else ""
     layout = runner.default_layout(dev)  # what the runner loads with (--layout included)
-    # What the presets' `auto` precision runs in here (fp32 today: precision.resolve_precision).
+    # The presets' `auto` precision: bf16 on CPUs with AVX512-BF16 or AMX, fp32 elsewhere.
     precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}[resolve_precision("auto", dev)]
     threads, seeds = torch.get_num_threads(), len(dreams.SEEDS)
     return (
