@@ -184,7 +184,7 @@ async def test_a_killed_actor_fails_its_job_and_is_replaced(pool: DreamPool) -> 
 async def test_an_actor_stuck_past_a_time_limit_is_killed_and_replaced_within_a_second(
     pool: DreamPool,
 ) -> None:
-    """As `test_pool`'s local test: a 40 MP job's time limit (4 s) falls where the actor works on
+    """As `test_pool`'s local test: a 40 MP job's time limit (2 s) falls where the actor works on
     all 40 MP with no step to check; 1 s later `ray.kill` ends the actor. Margin 2 s on top: Ray
     reports an actor's death through its control store (the pool hears it from the failed call
     that waits for the actor's end), slower than a local pipe's EOF on a loaded 2-core machine
