@@ -20,7 +20,7 @@ import torch
 from .engine import DreamParams, Execution, _step, dream, tone_room
 from .models import DreamNet, load_model
 from .objectives import Objective
-from .precision import autocast, resolve_layout, resolve_precision
+from .precision import autocast, precision_name, resolve_layout, resolve_precision
 from .presets import PRESETS, resolve
 from .runner import build_objective, default_device
 
@@ -136,7 +136,7 @@ def run_benchmark(
                 precision=prec,
             )
 
-        fast = _Path(net, params(_name(dtype)), dtype, objective, [], [], [])
+        fast = _Path(net, params(precision_name(dtype)), dtype, objective, [], [], [])
         paths = [fast]
         if compare:
             plain_net = load_model(p.model, dev, layout="nchw", fold=False)
@@ -169,7 +169,7 @@ def run_benchmark(
             model=p.model,
             preset=preset,
             device=str(dev),
-            precision=_name(dtype),
+            precision=precision_name(dtype),
             layout=fast_layout,
             tile=tile,
             step_s=min(fast.step_t),
@@ -192,10 +192,6 @@ def run_benchmark(
             )
         rows.append(row)
     return rows
-
-
-def _name(dtype: torch.dtype) -> str:
-    return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
 def bench_picture(size: int, device: torch.device | str = "cpu") -> torch.Tensor:

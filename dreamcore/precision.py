@@ -27,6 +27,7 @@ __all__ = [
     "autocast",
     "cpu_has_native_bf16",
     "default_layout",
+    "precision_name",
     "resolve_layout",
     "resolve_precision",
 ]
@@ -77,6 +78,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
         # speed set `fp32` (README, "Precision").
         return torch.bfloat16
     return torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """The name users give a dtype the network runs in (`resolve_precision`'s inverse)."""
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
 def default_layout(device: torch.device | str) -> Literal["nchw", "channels_last"]:

@@ -50,13 +50,13 @@ def pytest_report_header() -> str:
     import torch
 
     from dreamcore import runner
-    from dreamcore.precision import resolve_precision
+    from dreamcore.precision import precision_name, resolve_precision
 
     dev = runner.default_device()
     name = f" ({torch.cuda.get_device_name()})" if dev == "cuda" else ""
     layout = runner.default_layout(dev)  # what the runner loads with (--layout included)
     # The presets' `auto` precision: bf16 on CPUs with AVX512-BF16 or AMX, fp32 elsewhere.
-    precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}[resolve_precision("auto", dev)]
+    precision = precision_name(resolve_precision("auto", dev))
     threads, seeds = torch.get_num_threads(), len(dreams.SEEDS)
     return (
         f"dream device: {dev}{name}, {precision}, layout {layout}, {threads} threads, "
