@@ -60,6 +60,8 @@ __all__ = [
     "keep_colour",
     "octave_sizes",
     "pyramid_normalize",
+    "resample",
+    "resample_back",
     "shared_part",
     "structure_weight",
     "tone_room",
@@ -509,19 +511,110 @@ def scaled_gradient(
     if s == 1.0 and warps is None:
         return grad(x)
     size = (round(h * s), round(w * s))
+    if x.is_cuda:
+        # CUDA's backward passes of interpolate and grid_sample add with atomics, in another
+        # order each run: the same seed would not give the same picture. There the gradient goes
+        # back by sorting and matrix products instead (`resample_back`), in a fixed order.
+        with torch.no_grad():
+            moved = resample(x, size, warps)
+        return resample_back(grad(moved), (h, w), warps)
     xs = x.detach().requires_grad_(True)
-    if warps is None:
-        moved = F.interpolate(xs, size=size, mode="bilinear", align_corners=False)
-    else:
-        grid = F.affine_grid(
-            _thetas(warps, h, w).to(x), [x.shape[0], 3, *size], align_corners=False
-        )
-        moved = F.grid_sample(
-            xs, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-        )
+    moved = resample(xs, size, warps)
     g_moved = grad(moved.detach())
     (g,) = torch.autograd.grad(moved, xs, grad_outputs=g_moved)
     return g
+
+
+def resample(
+    x: torch.Tensor, size: tuple[int, int], warps: Sequence[tuple[float, float]] | None
+) -> torch.Tensor:
+    """`x` scaled to `size` and, with `warps`, turned and scaled about its centre per image."""
+    if warps is None:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    h, w = x.shape[-2:]
+    return F.grid_sample(
+        x,
+        _grid(warps, (h, w), size, x),
+        mode="bilinear",
+        padding_mode="reflection",
+        align_corners=False,
+    )
+
+
+def _grid(
+    warps: Sequence[tuple[float, float]],
+    hw: tuple[int, int],
+    size: tuple[int, int],
+    like: torch.Tensor,
+) -> torch.Tensor:
+    thetas = _thetas(warps, *hw).to(like)
+    return F.affine_grid(thetas, [len(warps), 3, *size], align_corners=False)
+
+
+def resample_back(
+    g: torch.Tensor, size: tuple[int, int], warps: Sequence[tuple[float, float]] | None
+) -> torch.Tensor:
+    """The transpose of `resample`: a gradient on its output taken back to its (h, w) = `size`
+    input, as autograd would, but adding in a fixed order on every device.
+
+    Scaling is separable, a matrix per axis, so it goes back by two matrix products. A turn goes
+    back by sorting: each output pixel's four bilinear shares are grouped by the input pixel
+    they came from and summed in a fixed order.
+    """
+    if warps is None:
+        rows = _linear_weights(size[0], g.shape[-2], g)
+        cols = _linear_weights(size[1], g.shape[-1], g)
+        return rows @ g @ cols.T
+    return _splat(g, _grid(warps, size, tuple(g.shape[-2:]), g), size)
+
+
+def _splat(g: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """grid_sample's gradient w.r.t. its input (bilinear, reflection, align_corners=False)."""
+    b, c = g.shape[:2]
+    h, w = size
+    ix = _source_coordinate(grid[..., 0], w)
+    iy = _source_coordinate(grid[..., 1], h)
+    x0, y0 = ix.floor(), iy.floor()
+    fx, fy = ix - x0, iy - y0
+    x0, y0 = x0.long(), y0.long()
+    batch = torch.arange(b, device=g.device).view(b, 1, 1)
+    index, share = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xx, yy = x0 + dx, y0 + dy
+            inside = (xx < w) & (yy < h)  # only the far neighbours can fall off, with weight 0
+            index.append(((batch * h + yy.clamp(max=h - 1)) * w + xx.clamp(max=w - 1)).flatten())
+            share.append((wx * wy * inside).flatten())
+    # Sort the shares by target and number them within each target; then add the first share of
+    # every target, the second, ...: no two additions of one round touch the same pixel.
+    order = torch.sort(torch.cat(index), stable=True).indices
+    index_ = torch.cat(index)[order]
+    values = (g.permute(0, 2, 3, 1).reshape(-1, c).repeat(4, 1) * torch.cat(share)[:, None])[order]
+    counts = torch.bincount(index_, minlength=b * h * w)
+    rank = torch.arange(len(index_), device=g.device) - (torch.cumsum(counts, 0) - counts)[index_]
+    out = g.new_zeros(b * h * w, c)
+    for k in range(int(counts.max())):
+        at = rank == k
+        out[index_[at]] += values[at]
+    return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+def _source_coordinate(coord: torch.Tensor, n: int) -> torch.Tensor:
+    """Where grid_sample reads along an axis of length `n`: normalized [-1, 1] to pixels, reflected
+    about the border (-0.5 and n - 0.5) and clipped to [0, n - 1]."""
+    x = ((coord + 1) * n - 1) / 2
+    x = (x + 0.5).abs()
+    flips = torch.div(x, n, rounding_mode="floor")
+    extra = x - flips * n
+    x = torch.where(flips % 2 == 0, extra, n - extra) - 0.5
+    return x.clamp(0, n - 1)
+
+
+def _linear_weights(n: int, m: int, like: torch.Tensor) -> torch.Tensor:
+    """(n, m): entry (i, j) is input i's weight in output j of linear scaling from n to m
+    (align_corners=False, as `F.interpolate` computes it)."""
+    eye = torch.eye(n, dtype=like.dtype, device=like.device)[None]
+    return F.interpolate(eye, size=m, mode="linear", align_corners=False)[0]
 
 
 def _thetas(warps: Sequence[tuple[float, float]], h: int, w: int) -> torch.Tensor:

@@ -58,10 +58,16 @@ def test_bf16_dreams_nearly_the_picture_fp32_dreams(net) -> None:  # type: ignor
 
 
 def test_channels_last_gives_the_gradient_nchw_gives(net) -> None:  # type: ignore[no-untyped-def]
-    """Same arithmetic in another memory order: cosine > 0.9999 (measured 1.0000)."""
+    """Same arithmetic in another memory order: cosine > 0.9999 (measured 1.0000 on CPU).
+
+    On CUDA, cuDNN runs fp32 convolutions in TF32 (a 10-bit mantissa) unless told otherwise, and
+    each layout's kernels round differently: cosine 0.9967 on an H200. This checks the layout,
+    so TF32 is off here.
+    """
     x = tensor(photo("coffee.png", 128))[None].to(default_device())
-    plain = gradient(x, net, DOGS, 2048)
-    fast = gradient(x, net.channels_last(), DOGS, 2048)
+    with torch.backends.cudnn.flags(enabled=True, deterministic=True, allow_tf32=False):
+        plain = gradient(x, net, DOGS, 2048)
+        fast = gradient(x, net.channels_last(), DOGS, 2048)
     cos = torch.nn.functional.cosine_similarity(plain.flatten(), fast.flatten(), 0)
     assert cos > 0.9999
 
