@@ -568,35 +568,58 @@ def resample_back(
     return _splat(g, _grid(warps, size, tuple(g.shape[-2:]), g), size)
 
 
+_SPLAT_ROUND = 1 << 21  # sample points taken back per round: bounds the sort's memory
+
+
 def _splat(g: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """grid_sample's gradient w.r.t. its input (bilinear, reflection, align_corners=False)."""
+    """grid_sample's gradient w.r.t. its input (bilinear, reflection, align_corners=False),
+    added round by round over the sample points in order."""
     b, c = g.shape[:2]
     h, w = size
-    ix = _source_coordinate(grid[..., 0], w)
-    iy = _source_coordinate(grid[..., 1], h)
+    ix = _source_coordinate(grid[..., 0], w).flatten()
+    iy = _source_coordinate(grid[..., 1], h).flatten()
+    values = g.permute(0, 2, 3, 1).reshape(-1, c)
+    per_image = ix.numel() // b
+    out = g.new_zeros(b * h * w, c)
+    for start in range(0, ix.numel(), _SPLAT_ROUND):
+        part = slice(start, start + _SPLAT_ROUND)
+        first = torch.arange(start, min(start + _SPLAT_ROUND, ix.numel()), device=g.device)
+        image = torch.div(first, per_image, rounding_mode="floor") * (h * w)
+        _splat_into(out, values[part], ix[part], iy[part], image, (h, w))
+    return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+def _splat_into(
+    out: torch.Tensor,
+    values: torch.Tensor,
+    ix: torch.Tensor,
+    iy: torch.Tensor,
+    image: torch.Tensor,
+    size: tuple[int, int],
+) -> None:
+    """Add each sample's four bilinear shares to `out` (pixels, channels) in a fixed order."""
+    h, w = size
     x0, y0 = ix.floor(), iy.floor()
     fx, fy = ix - x0, iy - y0
     x0, y0 = x0.long(), y0.long()
-    batch = torch.arange(b, device=g.device).view(b, 1, 1)
     index, share = [], []
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
             xx, yy = x0 + dx, y0 + dy
             inside = (xx < w) & (yy < h)  # only the far neighbours can fall off, with weight 0
-            index.append(((batch * h + yy.clamp(max=h - 1)) * w + xx.clamp(max=w - 1)).flatten())
-            share.append((wx * wy * inside).flatten())
+            index.append(image + yy.clamp(max=h - 1) * w + xx.clamp(max=w - 1))
+            share.append(wx * wy * inside)
     # Sort the shares by target and number them within each target; then add the first share of
     # every target, the second, ...: no two additions of one round touch the same pixel.
-    order = torch.sort(torch.cat(index), stable=True).indices
-    index_ = torch.cat(index)[order]
-    values = (g.permute(0, 2, 3, 1).reshape(-1, c).repeat(4, 1) * torch.cat(share)[:, None])[order]
-    counts = torch.bincount(index_, minlength=b * h * w)
-    rank = torch.arange(len(index_), device=g.device) - (torch.cumsum(counts, 0) - counts)[index_]
-    out = g.new_zeros(b * h * w, c)
+    target, order = torch.sort(torch.cat(index), stable=True)
+    shares = (values.repeat(4, 1) * torch.cat(share)[:, None])[order]
+    _, counts = torch.unique_consecutive(target, return_counts=True)
+    rank = torch.arange(len(target), device=out.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
     for k in range(int(counts.max())):
         at = rank == k
-        out[index_[at]] += values[at]
-    return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+        out[target[at]] += shares[at]
 
 
 def _source_coordinate(coord: torch.Tensor, n: int) -> torch.Tensor:
