@@ -431,6 +431,12 @@ def _bench(args: argparse.Namespace) -> int:
             args.preset,
             threads=args.threads,
             batch=4 if args.batch is None else args.batch,
+            on_row=lambda r: print(
+                f"measured: {r['mode']}, {r['workers']} worker(s): {r['jobs_per_min']:.1f} jobs/min,"
+                f" p95 {r['p95_s']:.3f} s",
+                file=sys.stderr,
+                flush=True,
+            ),
         )
         if args.json:
             for row in rows:

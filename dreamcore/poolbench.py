@@ -33,7 +33,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any
 
@@ -67,12 +67,14 @@ def run_pool_benchmark(
     *,
     threads: int | None = None,
     batch: int = 1,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The in-process baseline (with the pool's overhead), then one row per worker count (two
     with `batch` > 1: unbatched, then batched).
 
     `threads` fixes the torch threads of every worker and of the in-process runs; None splits
-    the cores between the workers as the pool does.
+    the cores between the workers as the pool does. `on_row` sees each row as it is measured
+    (a run cut short by a time limit still says what it got).
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -82,7 +84,9 @@ def run_pool_benchmark(
         JobSpec(preset=preset, overrides=DreamOverrides(max_size=size), seed=i) for i in range(jobs)
     ]
     counts = sorted(set(worker_counts))
-    return asyncio.run(_benchmark(counts, sample_image(size), specs, threads, batch))
+    return asyncio.run(
+        _benchmark(counts, sample_image(size), specs, threads, batch, on_row or (lambda row: None))
+    )
 
 
 async def _benchmark(
@@ -90,7 +94,8 @@ async def _benchmark(
     image: bytes,
     specs: list[JobSpec],
     threads: int | None,
-    batch: int = 1,
+    batch: int,
+    on_row: Callable[[dict[str, Any]], None],
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -105,8 +110,10 @@ async def _benchmark(
                 await asyncio.gather(*(job.result() for job in warm))
                 if workers == 1:
                     rows.append(await _paired(pool, image, specs, *plan(config)[0], model))
+                    on_row(rows[-1])
                 if workers in worker_counts:
                     rows.append(await _burst(pool, image, specs, plan(config)))
+                    on_row(rows[-1])
             if batch > 1 and workers in worker_counts:
                 config = _config(workers, model, threads, batch)
                 async with DreamPool(config) as pool:
@@ -118,6 +125,7 @@ async def _benchmark(
                     row["batches"] = pool.stats().batches - before.batches
                     row["batched_jobs"] = pool.stats().batched - before.batched
                     rows.append(row)
+                    on_row(row)
     finally:
         torch.set_num_threads(threads_before)
     base = rows[0]["wall_s"]
