@@ -14,6 +14,9 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
   at 256 px on rocket / coffee / astronaut / camera: 0.155 / 0.078, now 0.193 / 0.161.
 - birds 0.109 / 0.074 / 0.082 (herons on the rocket's field); bars 0.06 / 0.04.
 - fish 0.156 / 0.195 / 0.079; bars 0.1 / 0.1. insects 0.221 / 0.188 / 0.058; bars 0.1 / 0.06.
+  On an H200 (2026-11-27) fish read 0.105 / 0.172 / 0.106, more dog than fish: since then it
+  weighs the dog classes against its own at -0.5. Then, on a Xeon: 0.136 / 0.143 / 0.059 in
+  bf16, 0.130 / 0.135 / 0.073 in fp32 (README, Presets, for more seeds and layouts).
   Both take their gradients on a turned and scaled copy (presets._animal); before: fish 0.188 /
   0.197, insects 0.181 / 0.113; over seeds 1-5 (`--seeds 5`) now 0.230 / 0.220 and 0.221 / 0.183.
 - buildings 0.078 / 0.046 / 0.051 (towers and a glass dome over the rocket's lights, window-lit

@@ -12,6 +12,7 @@ convolutions round (nearly) the same whatever the batch: there any leak between 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
@@ -83,6 +84,22 @@ def test_a_batch_of_three_equals_each_image_dreamed_alone(net, images, alone) ->
     # Seeds and colour stayed each image's own: the grey photo stays grey, the others differ.
     grey = out[2]
     assert (grey.max(dim=0).values - grey.min(dim=0).values).max() < 2.5 / 255  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("batch_invariant")
+def test_a_batch_with_turned_and_scaled_gradients_equals_each_image_dreamed_alone(
+    net, images
+) -> None:  # type: ignore[no-untyped-def]
+    """Each image's gradient is taken on its own turned and scaled copy (its own draw from its
+    own seed) at 224 px, towards its own class group: as `fish` and `insects` dream. Same
+    thresholds as above."""
+    objectives = [layer("blocks.5") + classes(g) for g in ("fish", "insects", "fish")]
+    turned = [replace(p, grad_side=224, turn=5.0, zoom=0.1) for p in PARAMS]
+    alone = [dream(x, net, o, p) for x, o, p in zip(images, objectives, turned, strict=True)]
+    out = dream_batch(images, net, each(objectives), turned)
+    for got, want in zip(out, alone, strict=True):
+        assert isinstance(got, torch.Tensor)
+        assert_as_alone(got, want)
 
 
 @pytest.mark.usefixtures("batch_invariant")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -154,6 +155,16 @@ def test_tiled_and_whole_gradients_agree(net, size) -> None:  # type: ignore[no-
 
 
 def test_guide_image_features_grow_into_the_photo(net) -> None:  # type: ignore[no-untyped-def]
+    """Guided by a cat, the rocket comes to "look like" the cat to the network (mean-pooled
+    `blocks.4` features: cosine under 0.4 before, over 0.7 after, at every seed), and by more
+    than a plain dream at the same seed brings: median margin over seeds 0-5 > 0.1.
+
+    Margins measured, seeds 0-5: H200 (CUDA, fp32) 0.195 / 0.211 / 0.135 / 0.138 / 0.207 /
+    0.093 (median 0.166); Xeon bf16 0.204 / 0.279 / 0.099 / 0.160 / 0.132 / 0.233 (0.182); Xeon
+    fp32 0.199 / 0.274 / 0.168 / 0.128 / 0.159 / 0.103 (0.164). Guided likeness 0.80-0.83 on all
+    of them; what varies is the plain dream's (0.53-0.73). This used to ask 0.2 at seed 0 alone,
+    a coin toss between devices (0.174-0.204 there).
+    """
     x = tensor(photo("rocket.jpg", 160))
     g = tensor(photo("chelsea.png", 160))
     with torch.no_grad():
@@ -164,11 +175,15 @@ def test_guide_image_features_grow_into_the_photo(net) -> None:  # type: ignore[
             a = net(img[None], ["blocks.4"])["blocks.4"].mean(dim=(2, 3))
         return torch.cosine_similarity(a, guide_acts.mean(dim=(2, 3))).item()
 
-    out = dream(x, net, guide("blocks.4", guide_acts), DreamParams(octaves=2, steps=10))
-    plain = dream(x, net, layer("blocks.4"), DreamParams(octaves=2, steps=10))
     assert likeness(x) < 0.4
-    assert likeness(out) > 0.7  # the rocket now "looks like" the cat to the network
-    assert likeness(out) > likeness(plain) + 0.2  # and not merely because it was dreamed
+    margins = []
+    for seed in range(6):
+        p = DreamParams(octaves=2, steps=10, seed=seed)
+        out = likeness(dream(x, net, guide("blocks.4", guide_acts), p))
+        plain = likeness(dream(x, net, layer("blocks.4"), p))
+        assert out > 0.7, (seed, out)
+        margins.append(out - plain)
+    assert statistics.median(margins) > 0.1, margins
 
 
 def test_plain_regions_take_a_fraction_of_the_step_structured_ones_all_of_it(net) -> None:  # type: ignore[no-untyped-def]
