@@ -11,7 +11,9 @@ twelve dreams. The photos read 0.003-0.015 of each animal group (0.004-0.038 bui
 Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), and the bars:
 - cats 0.292 / 0.165 / 0.105 (two leopards on the rocket's sky, a cat face on the retina);
   bars 0.15 / 0.08. Before the coarse octaves took their gradient at 224 px (presets._animal),
-  at 256 px on rocket / coffee / astronaut / camera: 0.155 / 0.078, now 0.193 / 0.161.
+  at 256 px on rocket / coffee / astronaut / camera: 0.155 / 0.078, now 0.193 / 0.161. With the
+  dog classes weighed against it at -0.5 (2026-11-27), on a Xeon: 0.286 / 0.188 / 0.061 in bf16,
+  0.249 / 0.168 / 0.085 in fp32; fp32 NCHW 0.279 / 0.172 / 0.076.
 - birds 0.109 / 0.074 / 0.082 (herons on the rocket's field); bars 0.06 / 0.04.
 - fish 0.156 / 0.195 / 0.079; bars 0.1 / 0.1. insects 0.221 / 0.188 / 0.058; bars 0.1 / 0.06.
   On an H200 (2026-11-27) fish read 0.105 / 0.172 / 0.106, more dog than fish: since then it
