@@ -91,10 +91,15 @@ def test_a_batch_with_turned_and_scaled_gradients_equals_each_image_dreamed_alon
     net, images
 ) -> None:  # type: ignore[no-untyped-def]
     """Each image's gradient is taken on its own turned and scaled copy (its own draw from its
-    own seed) at 224 px, towards its own class group: as `fish` and `insects` dream. Same
-    thresholds as above."""
-    objectives = [layer("blocks.5") + classes(g) for g in ("fish", "insects", "fish")]
-    turned = [replace(p, grad_side=224, turn=5.0, zoom=0.1) for p in PARAMS]
+    own seed), towards its own class group, as `fish` and `insects` dream. Same thresholds.
+
+    Measured (Xeon, 2 threads): mean |batch - alone| under 3e-8 in fp32 and bf16; every image
+    turned by the first image's draw: 0.018-0.022 for the others. Not at 224 px nor with
+    blocks.5: there MKL's fp32 matrix products round a batch otherwise (up to 5e-4 mean after
+    three octaves with the logic right), as test_explore says.
+    """
+    objectives = [layer("blocks.4") + classes(g) for g in ("fish", "insects", "fish")]
+    turned = [replace(p, turn=5.0, zoom=0.1) for p in PARAMS]
     alone = [dream(x, net, o, p) for x, o, p in zip(images, objectives, turned, strict=True)]
     out = dream_batch(images, net, each(objectives), turned)
     for got, want in zip(out, alone, strict=True):
