@@ -71,10 +71,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
     if dev.type == "cpu" and cpu_has_native_bf16():
         # Not because it is faster: on a Xeon with AVX512-BF16 (no AMX) a whole dogs dream ran
         # 1.47x slower in bf16 than fp32 (2.47 / 1.68 s at 256 px, 5.89 / 4.00 at 512, 2 threads,
-        # channels_last). But there every quality test passed in bf16, and in fp32 three failed
-        # (buildings 0.042 / 0.025 against 0.06 / 0.04, cats 2.9x dog against 3x, the engine's
-        # guide margin 0.199 against 0.2): bars that are coin tosses between roundings (issue 7,
-        # point 5). fp32 here once they hold on every rounding; until then operators who want the
+        # channels_last). But there every quality test passes in bf16, and in fp32 `buildings`
+        # fails (0.042 / 0.025 against 0.06 / 0.04; cats and the guide test, which failed there
+        # too, hold since 2026-11-27): a bar that is a coin toss between roundings (issue 7,
+        # point 5). fp32 here once it holds on every rounding; until then operators who want the
         # speed set `fp32` (README, "Precision").
         return torch.bfloat16
     return torch.float32
