@@ -31,6 +31,12 @@ These bars were coin tosses before `dogs` took its gradients on a turned and sca
 NCHW, coffee's best heavy view 0.211 on NCHW. Now, over seeds 1-5 (`--seeds 5`): Hubble light
 0.378 (NCHW 0.337), coffee heavy 0.141 / best 0.491 (NCHW 0.156 / 0.343), chelsea 0.406 / 0.714
 (NCHW 0.415 / 0.660); every check but the Hubble xfail passes on both paths.
+
+Still coin tosses, measured over seeds 1-8 at 512 px (2026-11-27, Xeon bf16 and fp32 NCHW, 16
+dreams): coffee's best heavy view met 0.3 at 8 of 16 seeds (medians 0.31 and 0.36), the Hubble
+light view 0.2 at 14 of 16. An H200 read coffee's best view 0.099 / 0.688 / 0.187 at seeds 1-3
+and failed this file there. The recipes tried to lift both (README, "`dogs` on coffee") move one
+bar up and the other down; the bars stay.
 """
 
 from __future__ import annotations
