@@ -73,9 +73,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
         # 1.47x slower in bf16 than fp32 (2.47 / 1.68 s at 256 px, 5.89 / 4.00 at 512, 2 threads,
         # channels_last). But there every quality test passes in bf16, and in fp32 `buildings`
         # fails (0.042 / 0.025 against 0.06 / 0.04; cats and the guide test, which failed there
-        # too, hold since 2026-11-27): a bar that is a coin toss between roundings (issue 7,
-        # point 5). fp32 here once it holds on every rounding; until then operators who want the
-        # speed set `fp32` (README, "Precision").
+        # too, hold since 2026-11-27): a bar that is a coin toss on every rounding, bf16's
+        # included (seeds 7-9 fail it there; the suite's seeds 1-3 pass). fp32 here once a
+        # `buildings` recipe clears it on every rounding (issue 7, point 5); until then operators
+        # who want the speed set `fp32` (README, "Precision").
         return torch.bfloat16
     return torch.float32
 
