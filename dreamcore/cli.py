@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import DreamError
+from .errors import DreamError, InvalidParameterError
 from .jobs import DEFAULT_OUTPUT_BUDGET, DreamOverrides, ExploreSpec, JobSpec, Progress, ZoomSpec
 from .precision import PRECISIONS
 
@@ -112,9 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
     b.add_argument(
         "--batch",
-        type=int,
-        help="with --pool: also run each burst with batch_max=N (default 4; 1: no batched "
-        "rows); with --explore: cells per batch (default 8)",
+        type=_ints,
+        help="with --pool: also run each burst with batch_max=N, or each of N,M,... (default 4; "
+        "1: no batched rows); with --explore: cells per batch (default 8)",
     )
     b.add_argument(
         "--backend",
@@ -301,6 +301,14 @@ def _explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """`4` or `4,8`: argparse turns the ValueError into a usage error."""
+    values = tuple(int(n) for n in text.split(",") if n.strip())
+    if not values:
+        raise ValueError(text)
+    return values
+
+
 def _names(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
@@ -405,13 +413,16 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     if args.explore:
         from .explore import EXPLORE_BATCH
+
+        if args.batch is not None and len(args.batch) > 1:
+            raise InvalidParameterError("--explore takes one --batch (cells per batch)")
         from .explorebench import format_table as explore_table
         from .explorebench import run_explore_benchmark
 
         erows = run_explore_benchmark(
             sizes,
             device=args.device,
-            batch=EXPLORE_BATCH if args.batch is None else args.batch,
+            batch=EXPLORE_BATCH if args.batch is None else args.batch[0],
             steps=args.steps,
             repeats=args.repeats or 1,
         )
@@ -430,7 +441,7 @@ def _bench(args: argparse.Namespace) -> int:
             sizes[0],
             args.preset,
             threads=args.threads,
-            batch=4 if args.batch is None else args.batch,
+            batch=(4,) if args.batch is None else args.batch,
             on_row=lambda r: print(
                 f"measured: {r['mode']}, {r['workers']} worker(s): {r['jobs_per_min']:.1f} jobs/min,"
                 f" p95 {r['p95_s']:.3f} s",

@@ -11,9 +11,10 @@ In one run, on the same jobs (one synthetic image of `size` px, seeds 0..jobs-1)
   throughput and latency are of those runs one after another, as if all arrived at once.
 - Throughput and latency: for each worker count, every job is submitted at once (a burst);
   latency is submit to result (p50 and p95), throughput is jobs per minute of wall time.
-- Batches: with `batch` above 1, each worker count runs the same burst a second time through a
+- Batches: for each `batch` above 1, each worker count runs the same burst again through a
   pool with `batch_max=batch` (queued jobs of one size dreamed together, see `batching`); the
-  first job of each idle worker still starts alone. The table then gives batched against
+  first job of each idle worker still starts alone. Several sizes (`batch=(4, 8)`) are measured
+  in the same run, against the same in-process baseline. The table then gives batched against
   unbatched throughput and p95 latency, and the batches that ran.
 Before any timing, one untimed job per worker (and one in-process) warms the caches, so model
 loading and first-call costs count on neither side.
@@ -66,18 +67,20 @@ def run_pool_benchmark(
     preset: str,
     *,
     threads: int | None = None,
-    batch: int = 1,
+    batch: int | Sequence[int] = 1,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The in-process baseline (with the pool's overhead), then one row per worker count (two
-    with `batch` > 1: unbatched, then batched).
+    """The in-process baseline (with the pool's overhead), then one row per worker count, and
+    one more per batch size above 1 (unbatched, then batched).
 
     `threads` fixes the torch threads of every worker and of the in-process runs; None splits
     the cores between the workers as the pool does. `on_row` sees each row as it is measured
     (a run cut short by a time limit still says what it got).
     """
-    if batch < 1:
-        raise ValueError("batch must be at least 1")
+    sizes = (batch,) if isinstance(batch, int) else tuple(batch)
+    if not sizes or min(sizes) < 1:
+        raise ValueError("batch sizes must be at least 1")
+    batches = sorted({b for b in sizes if b > 1})
     if jobs < 1 or not worker_counts or min(worker_counts) < 1:
         raise ValueError("need at least one job and worker counts of at least 1")
     specs = [
@@ -85,7 +88,7 @@ def run_pool_benchmark(
     ]
     counts = sorted(set(worker_counts))
     return asyncio.run(
-        _benchmark(counts, sample_image(size), specs, threads, batch, on_row or (lambda row: None))
+        _benchmark(counts, sample_image(size), specs, threads, batches, on_row or (lambda r: None))
     )
 
 
@@ -94,7 +97,7 @@ async def _benchmark(
     image: bytes,
     specs: list[JobSpec],
     threads: int | None,
-    batch: int,
+    batches: list[int],
     on_row: Callable[[dict[str, Any]], None],
 ) -> list[dict[str, Any]]:
     import torch
@@ -114,24 +117,36 @@ async def _benchmark(
                 if workers in worker_counts:
                     rows.append(await _burst(pool, image, specs, plan(config)))
                     on_row(rows[-1])
-            if batch > 1 and workers in worker_counts:
-                config = _config(workers, model, threads, batch)
-                async with DreamPool(config) as pool:
-                    warm = [await pool.submit(image, specs[0]) for _ in range(workers)]
-                    await asyncio.gather(*(job.result() for job in warm))
-                    before = pool.stats()
-                    row = await _burst(pool, image, specs, plan(config))
-                    row["mode"], row["batch"] = "pool batched", batch
-                    row["batches"] = pool.stats().batches - before.batches
-                    row["batched_jobs"] = pool.stats().batched - before.batched
-                    rows.append(row)
-                    on_row(row)
+            for batch in batches if workers in worker_counts else []:
+                rows.append(await _batched(workers, model, threads, batch, image, specs))
+                on_row(rows[-1])
     finally:
         torch.set_num_threads(threads_before)
     base = rows[0]["wall_s"]
     for row in rows:
         row["speedup"] = round(base / row["wall_s"], 3)
     return rows
+
+
+async def _batched(
+    workers: int,
+    model: str,
+    threads: int | None,
+    batch: int,
+    image: bytes,
+    specs: list[JobSpec],
+) -> dict[str, Any]:
+    """The burst through a warmed pool whose workers dream up to `batch` queued jobs at once."""
+    config = _config(workers, model, threads, batch)
+    async with DreamPool(config) as pool:
+        warm = [await pool.submit(image, specs[0]) for _ in range(workers)]
+        await asyncio.gather(*(job.result() for job in warm))
+        before = pool.stats()
+        row = await _burst(pool, image, specs, plan(config))
+        row["mode"], row["batch"] = "pool batched", batch
+        row["batches"] = pool.stats().batches - before.batches
+        row["batched_jobs"] = pool.stats().batched - before.batched
+    return row
 
 
 async def _paired(
@@ -253,7 +268,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         )
         if r["mode"] == "pool batched" and plain is not None:
             text.append(
-                f"batched vs unbatched, {r['workers']} worker(s): "
+                f"batched (up to {r['batch']}) vs unbatched, {r['workers']} worker(s): "
                 f"{r['jobs_per_min'] / plain['jobs_per_min']:.2f}x the jobs/min "
                 f"({r['jobs_per_min']:.1f} vs {plain['jobs_per_min']:.1f}), p95 "
                 f"{r['p95_s']:.2f} s vs {plain['p95_s']:.2f} s; {r['batched_jobs']} of "

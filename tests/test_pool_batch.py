@@ -206,14 +206,28 @@ async def test_a_job_of_a_batch_that_times_out_leaves_and_the_others_finish(
 
 
 def test_the_pool_benchmark_reports_batched_against_unbatched_throughput() -> None:
-    """`dreamcore bench --pool --batch 3` in small: 3 jobs at once on 1 worker, the second and
-    third queued together. The figures themselves are the benchmark's to report, not a test's."""
+    """`dreamcore bench --pool --batch 2,4` in small: 4 jobs at once on 1 worker; the first runs
+    alone, the other three queue: batches of 2 then 1 job, or all 3 together. Both sizes are
+    measured in one run against one baseline. The figures themselves are the benchmark's to
+    report, not a test's."""
     from dreamcore.poolbench import format_table, run_pool_benchmark
 
-    rows = run_pool_benchmark([1], 3, 64, "edges", threads=1, batch=3)
-    assert [r["mode"] for r in rows] == ["in-process", "pool", "pool batched"]
-    batched = rows[-1]
-    assert (batched["batch"], batched["batches"], batched["batched_jobs"]) == (3, 1, 2)
+    rows = run_pool_benchmark([1], 4, 64, "edges", threads=1, batch=(4, 2))
+    assert [(r["mode"], r["batch"]) for r in rows] == [
+        ("in-process", 1),
+        ("pool", 1),
+        ("pool batched", 2),
+        ("pool batched", 4),
+    ]
+    assert [(r["batches"], r["batched_jobs"]) for r in rows[2:]] == [(1, 2), (1, 3)]
     assert all(r["jobs_per_min"] > 0 and r["p95_s"] >= r["p50_s"] > 0 for r in rows)
     table = format_table(rows)
-    assert "batched vs unbatched, 1 worker(s):" in table and "2 of 3 jobs ran in 1 batches" in table
+    assert "batched (up to 2) vs unbatched, 1 worker(s):" in table
+    assert "2 of 4 jobs ran in 1 batches" in table and "3 of 4 jobs ran in 1 batches" in table
+
+
+def test_the_explorer_benchmark_takes_one_batch_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamcore.cli import EXIT_USAGE, main
+
+    assert main(["bench", "--explore", "--batch", "2,4"]) == EXIT_USAGE
+    assert "--explore takes one --batch" in capsys.readouterr().err
