@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=64,
-        description="queued dreams of one size a worker dreams together; unset: 1 on CPU, 4 on GPU",
+        description="queued dreams of one size a worker dreams together; unset: 1 on CPU, 8 on GPU",
     )
     cpu_workers: int | None = Field(None, ge=0, le=64)
     torch_threads: int | None = Field(None, ge=1, le=256)

@@ -102,7 +102,7 @@ def test_pool_config_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> No
     config = pool_config(Settings())
     assert config.batch_max == 3 and config.batch_size("cuda:0") == 3
     assert pool_config(Settings(batch_max=None)).batch_size("cpu") == 1  # type: ignore[call-arg]
-    assert pool_config(Settings(batch_max=None)).batch_size("cuda:0") == 4  # type: ignore[call-arg]
+    assert pool_config(Settings(batch_max=None)).batch_size("cuda:0") == 8  # type: ignore[call-arg]
     assert config.devices == ("cpu",)
     assert config.max_per_owner == 2
     assert config.max_queue == 5
