@@ -54,6 +54,7 @@ class Preset(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
     colour: Literal["keep", "free"] | None = None  # None: keep for greyscale photos, else free
     grad_side: int = Field(0, ge=0, le=1024)  # coarse octaves' gradient at this side (0: off)
+    grad_own: float = Field(0.0, ge=0.0, le=4.0)  # ... and at their own size, at this weight
     turn: float = Field(0.0, ge=0.0, le=45.0)  # each step's gradient on the image turned +- this
     zoom: float = Field(0.0, ge=0.0, le=0.5)  # ... and scaled by 1 +- this (0, 0: off)
     anchor: float = Field(0.0, ge=0.0, le=1.0)  # how much of the layout's change to undo
@@ -81,6 +82,7 @@ def _animal(
     layer: str = "blocks.4",
     layer_weight: float = 0.3,
     grad_side: int = 224,
+    grad_own: float = 0.0,
     turn: float = 5.0,
     zoom: float = 0.1,
     against_dogs: float = 0.0,
@@ -112,6 +114,7 @@ def _animal(
         steps=12,
         step_size=0.015,
         grad_side=grad_side,
+        grad_own=grad_own,
         turn=turn,
         zoom=zoom,
     )
@@ -135,7 +138,7 @@ _ALL = [
         "Dog faces everywhere: the classic 'puppyslug' look",
         "dogs",
         layer_weight=1.0,
-        grad_side=0,
+        grad_own=1.0,
     ),
     _animal(
         "cats",

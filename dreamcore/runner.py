@@ -129,6 +129,7 @@ def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamPar
         precision=preset.precision,
         colour=preset.colour or colour,
         grad_side=preset.grad_side,
+        grad_own=preset.grad_own,
         turn=preset.turn,
         zoom=preset.zoom,
         anchor=preset.anchor,

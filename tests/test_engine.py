@@ -5,17 +5,20 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from photos import photo, png_bytes, tensor
 
-from dreamcore import engine
+from dreamcore import engine, runner
 from dreamcore.engine import (
     DreamParams,
+    coarse_weight,
     dream,
     gradient,
+    octave_gradient,
     octave_sizes,
     resample,
     resample_back,
@@ -288,6 +291,48 @@ def test_each_image_of_a_batch_is_warped_by_its_own_draw() -> None:
         alone = scaled_gradient(x[i : i + 1], 64, lambda t: t.clone(), warps=[w])
         assert torch.allclose(both[i : i + 1], alone, atol=1e-6)
     assert not torch.allclose(both[0], both[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("side", [64, 512])
+def test_a_star_field_reads_as_fine_detail_and_photos_of_big_shapes_as_coarse(side: int) -> None:
+    """`coarse_weight` at any working size: the Hubble field's detail is its stars (0), the
+    cup, the cat and the rocket's tower are big shapes (1)."""
+    names = ["hubble_deep_field.jpg", "coffee.png", "chelsea.png", "rocket.jpg"]
+    weights = [float(coarse_weight(tensor(photo(n, side))[None])[0]) for n in names]
+    assert weights == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_the_octave_gradient_mixes_its_two_gradients_per_image() -> None:
+    """With `own`, an octave under `side` takes both gradients, each normalised per image; an
+    image whose `coarse` is 0 gets only its own-size gradient, even beside one that takes both,
+    and a batch where none wants the scaled one gets the own-size gradient untouched."""
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    x[1] *= 4  # another scale, so a normalisation across the batch would show
+
+    def grad(t: torch.Tensor) -> torch.Tensor:
+        return t * t
+
+    own = scaled_gradient(x, 0, grad)
+    scaled = scaled_gradient(x, 96, grad)
+    assert not torch.allclose(own / own.abs().mean(), scaled / scaled.abs().mean(), atol=1e-2)
+    mixed = octave_gradient(x, 96, 1.0, grad, coarse=torch.tensor([0.0, 1.0]))
+    unit = [g / g.abs().mean() for g in (own[0], own[1], scaled[1])]
+    assert torch.allclose(mixed[0], unit[0], atol=1e-5)
+    assert torch.allclose(mixed[1], unit[1] + unit[2], atol=1e-5)
+    assert torch.equal(octave_gradient(x, 96, 1.0, grad, coarse=torch.zeros(2)), own)
+    assert torch.equal(octave_gradient(x, 96, 0.0, grad), scaled)  # the other animals' recipe
+    assert torch.equal(octave_gradient(x, 32, 1.0, grad), own)  # octave above the side
+
+
+def test_dogs_dreams_a_star_field_with_its_own_size_gradient_only(net) -> None:  # type: ignore[no-untyped-def]
+    """`dogs` takes the 224 px gradient beside its own on coffee, not on the Hubble field."""
+    p = replace(runner.dream_params(PRESETS["dogs"], seed=2), octaves=2, steps=2)
+    plain = replace(p, grad_side=0, grad_own=0.0)
+    objective = runner.build_objective(PRESETS["dogs"], net, None)
+    for name, same in (("hubble_deep_field.jpg", True), ("coffee.png", False)):
+        x = tensor(photo(name, 96))
+        a, b = dream(x, net, objective, p), dream(x, net, objective, plain)
+        assert torch.equal(a, b) is same, name
 
 
 def test_turn_and_zoom_are_bounded() -> None:
