@@ -1,8 +1,8 @@
 """Precision and memory layout: which arithmetic the network runs in, chosen per device.
 
-`auto` means bf16 autocast where the hardware does bf16 natively (CUDA cards that support it,
-CPUs with AVX512-BF16 or AMX), fp32 elsewhere: emulated bf16 on an AVX2 CPU measured 5x slower
-than fp32. Only the network runs in bf16; the image, the step arithmetic and the pixel gradient
+`auto` means bf16 autocast where it was measured or expected to pay (CPUs with AMX), fp32
+elsewhere: on CUDA (an H200) and on a Xeon with AVX512-BF16 but no AMX, bf16 was slower for
+whole dreams, and emulated bf16 on an AVX2 CPU measured 5x slower than fp32. Only the network runs in bf16; the image, the step arithmetic and the pixel gradient
 stay fp32 (autocast casts on the way in, the gradient w.r.t. the fp32 input comes back fp32).
 
 Layout: channels_last measured faster on the CPU (about 2x for EfficientNet-Lite0's depthwise
@@ -25,6 +25,7 @@ __all__ = [
     "Layout",
     "Precision",
     "autocast",
+    "cpu_has_amx_bf16",
     "cpu_has_native_bf16",
     "default_layout",
     "precision_name",
@@ -38,18 +39,25 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs that do bf16 arithmetic in hardware (AVX512-BF16 or AMX-BF16)."""
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs that do bf16 arithmetic in hardware (AVX512-BF16 or AMX-BF16)."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True on CPUs with AMX tile units for bf16 (Sapphire Rapids and later)."""
+    return "amx_bf16" in _cpu_flags()
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
@@ -68,15 +76,12 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
         # against 1.2 s in fp32 NCHW, and four dog-quality tests failed in bf16. fp32 until the
         # bf16 path is both faster and as good.
         return torch.float32
-    if dev.type == "cpu" and cpu_has_native_bf16():
-        # Not because it is faster: on a Xeon with AVX512-BF16 (no AMX) a whole dogs dream ran
-        # 1.47x slower in bf16 than fp32 (2.47 / 1.68 s at 256 px, 5.89 / 4.00 at 512, 2 threads,
-        # channels_last). But there every quality test passes in bf16, and in fp32 `buildings`
-        # fails (0.042 / 0.025 against 0.06 / 0.04; cats and the guide test, which failed there
-        # too, hold since 2026-11-27): a bar that is a coin toss on every rounding, bf16's
-        # included (seeds 7-9 fail it there; the suite's seeds 1-3 pass). fp32 here once a
-        # `buildings` recipe clears it on every rounding (issue 7, point 5); until then operators
-        # who want the speed set `fp32` (README, "Precision").
+    if dev.type == "cpu" and cpu_has_amx_bf16():
+        # AMX's tile units are what make bf16 pay on a CPU; unmeasured here. AVX512-BF16 alone
+        # does not: on such a Xeon (no AMX) a whole dogs dream ran 1.47x slower in bf16 than
+        # fp32 (5.89 / 4.00 s at 512 px, 2 threads, channels_last; 1.38x with today's `dogs`),
+        # and every quality test holds in fp32 there since `buildings` takes both gradients
+        # (README, "Precision"). Emulated bf16 (AVX2) is 5x slower.
         return torch.bfloat16
     return torch.float32
 

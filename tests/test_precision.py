@@ -17,7 +17,7 @@ from dreamcore.images import decode_image
 from dreamcore.jobs import DreamOverrides, JobSpec
 from dreamcore.models import load_model
 from dreamcore.objectives import classes, layer
-from dreamcore.precision import cpu_has_native_bf16, resolve_precision
+from dreamcore.precision import cpu_has_amx_bf16, cpu_has_native_bf16, resolve_precision
 from dreamcore.runner import default_device, run_job
 
 
@@ -72,11 +72,14 @@ def test_channels_last_gives_the_gradient_nchw_gives(net) -> None:  # type: igno
     assert cos > 0.9999
 
 
-def test_auto_picks_bf16_only_where_the_hardware_has_it() -> None:
-    native = cpu_has_native_bf16()
+def test_auto_picks_bf16_only_where_it_pays() -> None:
+    """bf16 on CPUs with AMX; fp32 with AVX512-BF16 alone (measured 1.4-1.5x slower in bf16
+    on such a Xeon, the machine this suite runs on in CI) and on AVX2 (emulated, 5x slower)."""
     flags = Path("/proc/cpuinfo").read_text()
-    assert native == ("avx512_bf16" in flags or "amx_bf16" in flags)
-    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert cpu_has_amx_bf16() == ("amx_bf16" in flags)
+    amx = "amx_bf16" in flags
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if amx else torch.float32)
     assert resolve_precision("fp32", "cpu") == torch.float32
     assert resolve_precision("bf16", "cpu") == torch.bfloat16
     if torch.cuda.is_available():
