@@ -228,7 +228,8 @@ def dream_batch(
     sizes = octave_sizes(tuple(base.shape[-2:]), shared)  # type: ignore[arg-type]
     total = len(sizes) * shared.steps
     detail = torch.zeros_like(_resize(base, sizes[0]))
-    coarse = coarse_weight(base) if shared.grad_own and shared.grad_side else None
+    # Read once per dream, so the step loop needs no host sync to ask whether to scale.
+    coarse = coarse_weight(base).tolist() if shared.grad_own and shared.grad_side else None
     done = 0
     for o, size in enumerate(sizes):
         octave_base = _resize(base, size)
@@ -254,7 +255,7 @@ def dream_batch(
                 base, octave_base, img = base[keep], octave_base[keep], img[keep]
                 room = room[keep] if room is not None else None
                 calm = calm[keep] if calm is not None else None
-                coarse = coarse[keep] if coarse is not None else None
+                coarse = [coarse[k] for k in stay] if coarse is not None else None
                 live = [live[k] for k in stay]
                 objective = objective.select(stay)
             room_of = [room is not None and params[i].colour == "free" for i in live]
@@ -375,13 +376,13 @@ def _step(
     chromas: Sequence[float] | None = None,
     room_of: Sequence[bool] | None = None,
     weight: torch.Tensor | None = None,
-    coarse: torch.Tensor | None = None,
+    coarse: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """One step for a batch (B, 3, H, W): image i shifted by its own generator, stepped alone.
 
     `chromas` (default: the params' chroma) and `room_of` (default: every image) are per image;
     `weight` (B, 1, H, W) scales the step per pixel after its size is set (`structure_weight`);
-    `coarse` (B,) weighs the scaled gradient against the own-size one (`coarse_weight`; default 1).
+    `coarse` (one per image) weighs the scaled gradient (`coarse_weight`; default 1 each).
     """
     j = params.jitter
     shifts = [_shift(gen, j) for gen in gens]
@@ -545,7 +546,7 @@ def octave_gradient(
     grad: Callable[[torch.Tensor], torch.Tensor],
     *,
     warps: Sequence[tuple[float, float]] | None = None,
-    coarse: torch.Tensor | None = None,
+    coarse: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """An octave's gradient: `scaled_gradient` at `side`, or with `own` > 0 below that side,
     both gradients (own size and scaled), each normalised per image, the scaled one times
@@ -558,10 +559,10 @@ def octave_gradient(
     if not own or not side or min(h, w) >= side:
         return scaled_gradient(x, side, grad, warps=warps)
     mine = scaled_gradient(x, 0, grad, warps=warps)
-    if coarse is not None and not bool((coarse > 0).any()):
+    if coarse is not None and not any(coarse):
         return mine
     scaled = scaled_gradient(x, side, grad, warps=warps)
-    c = torch.ones(len(x), device=x.device) if coarse is None else coarse.to(x.device)
+    c = torch.tensor([1.0] * len(x) if coarse is None else list(coarse), device=x.device)
     return own * _unit(mine) + c.view(-1, 1, 1, 1) * _unit(scaled)
 
 

@@ -315,11 +315,11 @@ def test_the_octave_gradient_mixes_its_two_gradients_per_image() -> None:
     own = scaled_gradient(x, 0, grad)
     scaled = scaled_gradient(x, 96, grad)
     assert not torch.allclose(own / own.abs().mean(), scaled / scaled.abs().mean(), atol=1e-2)
-    mixed = octave_gradient(x, 96, 1.0, grad, coarse=torch.tensor([0.0, 1.0]))
+    mixed = octave_gradient(x, 96, 1.0, grad, coarse=[0.0, 1.0])
     unit = [g / g.abs().mean() for g in (own[0], own[1], scaled[1])]
     assert torch.allclose(mixed[0], unit[0], atol=1e-5)
     assert torch.allclose(mixed[1], unit[1] + unit[2], atol=1e-5)
-    assert torch.equal(octave_gradient(x, 96, 1.0, grad, coarse=torch.zeros(2)), own)
+    assert torch.equal(octave_gradient(x, 96, 1.0, grad, coarse=[0.0, 0.0]), own)
     assert torch.equal(octave_gradient(x, 96, 0.0, grad), scaled)  # the other animals' recipe
     assert torch.equal(octave_gradient(x, 32, 1.0, grad), own)  # octave above the side
 
