@@ -115,6 +115,9 @@ class DreamParams:
     anchor_side: int = 32
     plain_step: float = 1.0
     plain_contrast: float = 0.12
+    # Keep the layout (plain_step, anchor) only as far as the photo's detail is coarse
+    # (`coarse_weight`): a star field has no layout to keep, its black sky is where heads grow.
+    layout_by_detail: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -229,7 +232,10 @@ def dream_batch(
     total = len(sizes) * shared.steps
     detail = torch.zeros_like(_resize(base, sizes[0]))
     # Read once per dream, so the step loop needs no host sync to ask whether to scale.
-    coarse = coarse_weight(base).tolist() if shared.grad_own and shared.grad_side else None
+    gated = shared.layout_by_detail and (shared.plain_step < 1 or shared.anchor > 0)
+    coarse = (
+        coarse_weight(base).tolist() if (shared.grad_own and shared.grad_side) or gated else None
+    )
     done = 0
     for o, size in enumerate(sizes):
         octave_base = _resize(base, size)
@@ -243,6 +249,8 @@ def dream_batch(
             if shared.plain_step < 1
             else None
         )
+        if calm is not None and gated:
+            calm = _gate(calm, coarse)
         for s in range(shared.steps):
             leaving = [k for k, i in enumerate(live) if (c := should_cancel[i]) and c()]
             if leaving:
@@ -273,7 +281,8 @@ def dream_batch(
                 coarse=coarse,
             )
             if shared.anchor:
-                img = anchor_scene(img, octave_base, shared.anchor, shared.anchor_side)
+                amount = [shared.anchor * c for c in coarse] if gated else shared.anchor
+                img = anchor_scene(img, octave_base, amount, shared.anchor_side)
             done += 1
             for i in live:
                 if (report := progress[i]) is not None:
@@ -465,20 +474,32 @@ def apply_step(img: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     return delta.add_(img).clamp_(0, 1)
 
 
-def anchor_scene(img: torch.Tensor, base: torch.Tensor, amount: float, side: int) -> torch.Tensor:
+def anchor_scene(
+    img: torch.Tensor, base: torch.Tensor, amount: float | Sequence[float], side: int
+) -> torch.Tensor:
     """Pull the coarse band of the change (below `side` pixels on the longer side) back to the photo.
 
     The coarse band is the layout a viewer reads from across the room (where the sky, the cup, the
-    face are); the detail above it is where the dream lives. `amount` 1 removes that band entirely
-    at every step, 0 leaves the change alone.
+    face are); the detail above it is where the dream lives. `amount` (one, or one per image) 1
+    removes that band entirely at every step, 0 leaves the change alone.
     """
     h, w = img.shape[-2:]
     s = side / max(h, w)
-    if s >= 1:
+    if s >= 1 or (not isinstance(amount, float | int) and not any(amount)):
         return img
     small = (max(1, round(h * s)), max(1, round(w * s)))
-    low = _resize(img - base, small)
-    return img.sub_(_up(low, (h, w)).mul_(amount)).clamp_(0, 1)
+    low = _up(_resize(img - base, small), (h, w))
+    if isinstance(amount, float | int):
+        return img.sub_(low.mul_(amount)).clamp_(0, 1)
+    per = torch.tensor(list(amount), device=img.device, dtype=img.dtype).view(-1, 1, 1, 1)
+    return img.sub_(low.mul_(per)).clamp_(0, 1)
+
+
+def _gate(calm: torch.Tensor, coarse: Sequence[float]) -> torch.Tensor:
+    """The step weights of `structure_weight`, kept per image as far as its detail is coarse:
+    weight 1 (a full step everywhere) where `coarse` is 0."""
+    c = torch.tensor(list(coarse), device=calm.device, dtype=calm.dtype).view(-1, 1, 1, 1)
+    return 1 - c * (1 - calm)
 
 
 # The photo's local contrast is read at this many pixels on the long side, in windows of

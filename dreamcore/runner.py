@@ -135,6 +135,8 @@ def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamPar
         anchor=preset.anchor,
         anchor_side=preset.anchor_side,
         plain_step=preset.plain_step,
+        plain_contrast=preset.plain_contrast,
+        layout_by_detail=preset.layout_by_detail,
         seed=seed,
     )
 

@@ -131,6 +131,37 @@ def test_cancelling_one_image_mid_run_leaves_the_others_as_alone(net, images, al
         assert_as_alone(out[i], alone[i])  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("batch_invariant")
+def test_each_image_keeps_its_layout_as_far_as_its_detail_is_coarse_as_alone(net) -> None:  # type: ignore[no-untyped-def]
+    """`layout_by_detail` (the `dogs` preset's scene keeping) is weighed per image: the Hubble
+    field (weight 0) beside coffee and camera (1), the middle one cancelled after its first
+    step. Same thresholds as the batch test; and the star field dreams as without it."""
+    photos = [
+        tensor(photo(n).resize(SIZE[::-1]))
+        for n in ("hubble_deep_field.jpg", "coffee.png", "camera.png")
+    ]
+    kept = [
+        replace(p, layout_by_detail=True, plain_step=0.05, plain_contrast=0.2, anchor=0.5)
+        for p in PARAMS
+    ]
+    alone = [dream(x, net, OBJECTIVE, p) for x, p in zip(photos, kept, strict=True)]
+    seen: list[Progress] = []
+    out = dream_batch(
+        photos,
+        net,
+        OBJECTIVE,
+        kept,
+        progress=[None, seen.append, None],
+        should_cancel=[None, lambda: len(seen) >= 1, None],
+    )
+    assert isinstance(out[1], DreamCancelled)
+    for i in (0, 2):
+        assert isinstance(out[i], torch.Tensor)
+        assert_as_alone(out[i], alone[i])  # type: ignore[arg-type]
+    assert torch.equal(alone[0], dream(photos[0], net, OBJECTIVE, PARAMS[0]))
+    assert not torch.equal(alone[2], dream(photos[2], net, OBJECTIVE, PARAMS[2]))
+
+
 def test_a_batch_whose_images_are_all_cancelled_returns_at_once(net, images) -> None:  # type: ignore[no-untyped-def]
     out = dream_batch(images[:2], net, OBJECTIVE, PARAMS[:2], should_cancel=[lambda: True] * 2)
     assert all(isinstance(o, DreamCancelled) for o in out)
