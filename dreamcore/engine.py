@@ -485,21 +485,25 @@ def anchor_scene(
     """
     h, w = img.shape[-2:]
     s = side / max(h, w)
-    if s >= 1 or (not isinstance(amount, float | int) and not any(amount)):
+    per = [float(amount)] * len(img) if isinstance(amount, float | int) else list(amount)
+    if s >= 1 or not any(per):
         return img
     small = (max(1, round(h * s)), max(1, round(w * s)))
     low = _up(_resize(img - base, small), (h, w))
-    if isinstance(amount, float | int):
-        return img.sub_(low.mul_(amount)).clamp_(0, 1)
-    per = torch.tensor(list(amount), device=img.device, dtype=img.dtype).view(-1, 1, 1, 1)
-    return img.sub_(low.mul_(per)).clamp_(0, 1)
+    # Image by image with host floats: a per-image tensor built each step would be a blocking
+    # host-to-device copy (a sync) on CUDA.
+    for i, a in enumerate(per):
+        if a:
+            img[i].sub_(low[i].mul_(a))
+    return img.clamp_(0, 1)
 
 
 def _gate(calm: torch.Tensor, coarse: Sequence[float]) -> torch.Tensor:
     """The step weights of `structure_weight`, kept per image as far as its detail is coarse:
-    weight 1 (a full step everywhere) where `coarse` is 0."""
-    c = torch.tensor(list(coarse), device=calm.device, dtype=calm.dtype).view(-1, 1, 1, 1)
-    return 1 - c * (1 - calm)
+    weight 1 (a full step everywhere) where `coarse` is 0. In place: 1 - c (1 - w) = c w + 1 - c."""
+    for i, c in enumerate(coarse):
+        calm[i].mul_(c).add_(1 - c)
+    return calm
 
 
 # The photo's local contrast is read at this many pixels on the long side, in windows of
@@ -582,9 +586,10 @@ def octave_gradient(
     mine = scaled_gradient(x, 0, grad, warps=warps)
     if coarse is not None and not any(coarse):
         return mine
-    scaled = scaled_gradient(x, side, grad, warps=warps)
-    c = torch.tensor([1.0] * len(x) if coarse is None else list(coarse), device=x.device)
-    return own * _unit(mine) + c.view(-1, 1, 1, 1) * _unit(scaled)
+    out = _unit(scaled_gradient(x, side, grad, warps=warps))
+    for i, c in enumerate(coarse or ()):  # host floats: no host-to-device copy (a CUDA sync)
+        out[i].mul_(c)
+    return out.add_(_unit(mine), alpha=own)
 
 
 def _unit(g: torch.Tensor) -> torch.Tensor:

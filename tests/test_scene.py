@@ -17,8 +17,8 @@ no plain_step, seed 1 only):
 - shapes 0.36 median -> 0.867 / 0.724 / 0.747 / 0.798 (at plain_step 0.1: 0.784 / 0.713 / 0.662 / 0.733,
   short on the retina; `anchor` 0.5 got it there too, but took its coarse shapes, and the depth
   test's ordering with them)
-- dogs (2026-11-27, a Xeon in fp32): 0.293 / 0.632 / 0.277 / 0.387 -> 0.904 / 0.827 / 0.790 /
-  0.795 (seeds 1-6: 0.901 / 0.827 / 0.784 / 0.797), since it calms plain regions (0.05, local
+- dogs (2026-11-27, a Xeon in fp32): 0.293 / 0.632 / 0.277 / 0.387 -> 0.900 / 0.824 / 0.787 /
+  0.793 (seeds 1-6: 0.899 / 0.826 / 0.781 / 0.798), since it calms plain regions (0.05, local
   contrast counted from 0.2) and pulls the layout of the change (12 px) half back each step, both
   as far as the photo's detail is coarse (`layout_by_detail`, engine.coarse_weight): 0 on the
   Hubble field, whose black sky is where its dogs grow (calming it took them: light reading
