@@ -281,8 +281,10 @@ def dream_batch(
                 coarse=coarse,
             )
             if shared.anchor:
-                amount = [shared.anchor * c for c in coarse] if gated else shared.anchor
-                img = anchor_scene(img, octave_base, amount, shared.anchor_side)
+                amounts = (
+                    [shared.anchor * c for c in coarse] if gated else [shared.anchor] * len(live)
+                )
+                img = anchor_scene(img, octave_base, amounts, shared.anchor_side)
             done += 1
             for i in live:
                 if (report := progress[i]) is not None:
@@ -475,24 +477,23 @@ def apply_step(img: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 
 def anchor_scene(
-    img: torch.Tensor, base: torch.Tensor, amount: float | Sequence[float], side: int
+    img: torch.Tensor, base: torch.Tensor, amounts: Sequence[float], side: int
 ) -> torch.Tensor:
     """Pull the coarse band of the change (below `side` pixels on the longer side) back to the photo.
 
     The coarse band is the layout a viewer reads from across the room (where the sky, the cup, the
-    face are); the detail above it is where the dream lives. `amount` (one, or one per image) 1
-    removes that band entirely at every step, 0 leaves the change alone.
+    face are); the detail above it is where the dream lives. An image's amount 1 removes that
+    band entirely at every step, 0 leaves the change alone.
     """
     h, w = img.shape[-2:]
     s = side / max(h, w)
-    per = [float(amount)] * len(img) if isinstance(amount, float | int) else list(amount)
-    if s >= 1 or not any(per):
+    if s >= 1 or not any(amounts):
         return img
     small = (max(1, round(h * s)), max(1, round(w * s)))
     low = _up(_resize(img - base, small), (h, w))
     # Image by image with host floats: a per-image tensor built each step would be a blocking
     # host-to-device copy (a sync) on CUDA.
-    for i, a in enumerate(per):
+    for i, a in enumerate(amounts):
         if a:
             img[i].sub_(low[i].mul_(a))
     return img.clamp_(0, 1)
