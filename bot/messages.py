@@ -31,6 +31,7 @@ from .errors import PoliteError
 from .store import LimitReached
 
 __all__ = [
+    "ANCHOR_OPTION_HELP",
     "COLOUR_OPTION_HELP",
     "EMBED_COLOUR",
     "PLAIN_OPTION_HELP",
@@ -50,11 +51,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EMBED_COLOUR = discord.Colour(0x7B5CD6)
-# What the slash options `colour` and `plain` say (/dream, /preset add).
+# What the slash options `colour`, `plain` and `anchor` say (/dream, /preset add).
 COLOUR_OPTION_HELP = (
     "keep: dream brightness only, the photo keeps its colours; free: colours may change"
 )
 PLAIN_OPTION_HELP = "0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer"
+ANCHOR_OPTION_HELP = "0-1: how much of each step's change to the photo's layout is undone; 0: none"
 _BAR = 12
 
 
@@ -214,7 +216,9 @@ def help_embed(prefix: str) -> discord.Embed:
         f"**Colour:** `{prefix}dream colour=keep` dreams brightness only, the photo keeps its "
         "colours (the default for greyscale photos); `colour=free` lets colours change.\n"
         f"**Plain:** `{prefix}dream plain=0.2` dreams plain regions like sky more gently "
-        "(0 to 1: lower keeps them calmer, 1 dreams them like the rest)."
+        "(0 to 1: lower keeps them calmer, 1 dreams them like the rest).\n"
+        f"**Anchor:** `{prefix}dream dogs anchor=0 plain=1` lets the scene go: `anchor` (0 to 1) "
+        "is how much of each step's change to the photo's layout is undone."
     )
     return embed
 

@@ -60,9 +60,10 @@ OPTION_ALIASES: dict[str, str] = {
     "color": "colour",
     "plain": "plain_step",
     "plain_step": "plain_step",
+    "anchor": "anchor",
 }
 USER_OPTIONS = ("strength", "steps", "octaves", "scale", "step_size", "jitter", "layer", "model",
-                "channel", "colour", "plain", "size", "seed")  # fmt: skip
+                "channel", "colour", "plain", "anchor", "size", "seed")  # fmt: skip
 # Options of `!dream zoom` and `!dream explore` beside the dream's own.
 ZOOM_OPTIONS = ("frames", "zoom", "rotate", "format", "between")
 EXPLORE_OPTIONS = ("top",)

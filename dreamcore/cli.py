@@ -155,6 +155,11 @@ def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
         type=float,
         help="0-1: the step share of plain regions (sky, backdrops); lower keeps them calmer",
     )
+    p.add_argument(
+        "--anchor",
+        type=float,
+        help="0-1: how much of each step's change to the photo's layout is undone (0: none)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -205,6 +210,7 @@ def _overrides(args: argparse.Namespace) -> DreamOverrides:
         precision=args.precision,
         colour=args.colour,
         plain_step=args.plain_step,
+        anchor=args.anchor,
     )
 
 

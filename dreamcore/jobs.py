@@ -46,6 +46,7 @@ class DreamOverrides(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] | None = None
     colour: Literal["keep", "free"] | None = None
     plain_step: float | None = Field(None, ge=0.0, le=1.0)
+    anchor: float | None = Field(None, ge=0.0, le=1.0)
     channel: str | None = Field(
         None, max_length=64, description="LAYER:INDEX[,INDEX...] or INDEX[,...]: amplify channels"
     )

@@ -480,7 +480,7 @@ async def test_moderator_commands_need_manage_server_and_survive_a_restart(
 ) -> None:
     await harness.start()
     add = {"name": "puppies", "base": "dogs", "description": "Many dogs", "strength": 2.5,
-           "colour": "keep", "plain": 0.2}  # fmt: skip
+           "colour": "keep", "plain": 0.2, "anchor": 0.0}  # fmt: skip
 
     refused = await fake.slash("preset add", add, user=fake.alice)
     answer = await wait_callback(fake, refused)
@@ -506,7 +506,7 @@ async def test_moderator_commands_need_manage_server_and_survive_a_restart(
     listed = await fake.slash("preset list", user=fake.moderator)
     text = (await wait_callback(fake, listed)).json["data"]["content"]
     assert "puppies" in text and "strength=2.5" in text
-    assert "colour=keep" in text and "plain_step=0.2" in text
+    assert "colour=keep" in text and "plain_step=0.2" in text and "anchor=0.0" in text
     shown = await fake.slash("dream-config show", user=fake.moderator)
     text = (await wait_callback(fake, shown)).json["data"]["content"]
     assert "Default preset: `puppies`" in text and "Cooldown: 5 s" in text

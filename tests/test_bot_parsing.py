@@ -101,13 +101,15 @@ def test_out_of_range_option_states_the_valid_range() -> None:
         build_spec(catalog(), "dogs", {"steps": "many"})
 
 
-def test_colour_and_plain_reach_the_resolved_preset() -> None:
-    args = parse_dream_args("dogs colour=keep plain=0.2")
+def test_colour_plain_and_anchor_reach_the_resolved_preset() -> None:
+    args = parse_dream_args("dogs colour=keep plain=0.2 anchor=0")
     dream = build_spec(catalog(), args.preset, args.options)
     preset = resolve(dream.spec.preset, dream.spec.overrides)
-    assert (preset.colour, preset.plain_step) == ("keep", 0.2)
-    base = build_spec(catalog(), "default").spec
-    assert resolve(base.preset, base.overrides).plain_step == PRESETS["default"].plain_step
+    assert (preset.colour, preset.plain_step, preset.anchor) == ("keep", 0.2, 0.0)
+    base = build_spec(catalog(), "dogs").spec
+    kept = resolve(base.preset, base.overrides)
+    assert (kept.plain_step, kept.anchor) == (PRESETS["dogs"].plain_step, PRESETS["dogs"].anchor)
+    assert kept.anchor > 0  # so `anchor=0` above changed something
 
 
 def test_colour_is_read_whatever_its_case_like_a_preset_name() -> None:
@@ -116,12 +118,14 @@ def test_colour_is_read_whatever_its_case_like_a_preset_name() -> None:
         assert build_spec(catalog(), args.preset, args.options).spec.overrides.colour == "keep"
 
 
-def test_bad_colour_or_plain_names_the_valid_values() -> None:
+def test_bad_colour_plain_or_anchor_names_the_valid_values() -> None:
     with pytest.raises(PoliteError, match="`colour` must be `keep` or `free`"):
         build_spec(catalog(), "dogs", parse_dream_args("colour=pink").options)
     for bad in ("2", "-0.1", "calm"):
         with pytest.raises(PoliteError, match=r"`plain` must be a number between 0\.0 and 1\.0"):
             build_spec(catalog(), "dogs", parse_dream_args(f"plain={bad}").options)
+        with pytest.raises(PoliteError, match=r"`anchor` must be a number between 0\.0 and 1\.0"):
+            build_spec(catalog(), "dogs", parse_dream_args(f"anchor={bad}").options)
 
 
 def test_bad_seed_is_refused_politely() -> None:
@@ -159,7 +163,7 @@ def test_the_slash_size_option_advertises_no_maximum_the_server_may_refuse() -> 
     assert size.min_value == 32 and size.max_value is None
 
 
-def test_the_slash_commands_offer_colour_as_a_choice_and_plain_from_0_to_1() -> None:
+def test_the_slash_commands_offer_colour_as_a_choice_plain_and_anchor_from_0_to_1() -> None:
     from bot.cogs.dream import DreamCog
     from bot.cogs.moderation import ModerationCog
 
@@ -167,17 +171,19 @@ def test_the_slash_commands_offer_colour_as_a_choice_and_plain_from_0_to_1() -> 
         params = {p.name: p for p in command.parameters}
         assert [c.value for c in params["colour"].choices] == ["keep", "free"], command.name
         assert (params["plain"].min_value, params["plain"].max_value) == (0.0, 1.0), command.name
+        assert (params["anchor"].min_value, params["anchor"].max_value) == (0.0, 1.0), command.name
 
 
-def test_dream_and_preset_add_explain_colour_and_plain_in_the_same_words() -> None:
+def test_dream_and_preset_add_explain_colour_plain_and_anchor_in_the_same_words() -> None:
     from bot.cogs.dream import DreamCog
     from bot.cogs.moderation import ModerationCog
-    from bot.messages import COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
+    from bot.messages import ANCHOR_OPTION_HELP, COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
 
     for command in (DreamCog.dream_slash, ModerationCog.preset_add):
         params = {p.name: p for p in command.parameters}
         assert params["colour"].description == COLOUR_OPTION_HELP, command.name
         assert params["plain"].description == PLAIN_OPTION_HELP, command.name
+        assert params["anchor"].description == ANCHOR_OPTION_HELP, command.name
 
 
 def test_server_preset_is_its_base_plus_overrides_and_user_options_win() -> None:

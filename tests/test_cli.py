@@ -138,6 +138,33 @@ def test_plain_step_reaches_the_dream_and_a_bad_one_is_one_line(
     assert len(lines) == 1 and "plain_step" in lines[0], lines
 
 
+def test_anchor_keeps_the_layout_of_the_change_and_a_bad_one_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--anchor 1` undoes the coarse part of each step's change: the change's 4 x 4 layout
+    shrinks against `default`'s (no anchor), the detail stays. Measured (mean |change| of 255):
+    layout 0.694 -> 0.064 (bound: under half), detail 2.76 -> 2.07 (bound: over half)."""
+    small = ["-p", "default", "--max-size", "96", "--octaves", "2", "--steps", "4", "--seed", "3"]
+    src = np.asarray(Image.open(ASSETS / "coffee.png").convert("RGB").resize((96, 96)), np.float32)
+    change = {}
+    for anchor in ("0", "1"):
+        out = tmp_path / f"anchor{anchor}.png"
+        args = ["dream", str(ASSETS / "coffee.png"), "-o", str(out), "--anchor", anchor]
+        assert main([*args, *small, "-q"]) == 0
+        with Image.open(out) as img:
+            change[anchor] = np.asarray(img.convert("RGB").resize((96, 96)), np.float32) - src
+    layout = {
+        k: np.abs(v.reshape(4, 24, 4, 24, 3).mean(axis=(1, 3))).mean() for k, v in change.items()
+    }
+    detail = {k: np.abs(v).mean() for k, v in change.items()}
+    assert layout["1"] < 0.5 * layout["0"], layout
+    assert detail["1"] > 0.5 * detail["0"], detail
+    capsys.readouterr()
+    assert main(["dream", str(ASSETS / "coffee.png"), "--anchor", "2", *small, "-q"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "anchor" in lines[0], lines
+
+
 def test_zoom_and_explore_write_by_the_output_suffix(tmp_path: Path) -> None:
     small = ["--max-size", "64", "--steps", "1", "--octaves", "1", "--seed", "2", "-q"]
     gif = tmp_path / "z.gif"

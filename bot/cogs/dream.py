@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..errors import PoliteError
-from ..messages import COLOUR_OPTION_HELP, PLAIN_OPTION_HELP, like_text
+from ..messages import ANCHOR_OPTION_HELP, COLOUR_OPTION_HELP, PLAIN_OPTION_HELP, like_text
 from ..parsing import EXPLORE_OPTIONS, ZOOM_OPTIONS, parse_dream_args
 from ..replies import InteractionReply, MessageReply
 from ..service import DreamRequest
@@ -114,6 +114,7 @@ class DreamCog(commands.Cog, name="Dream"):
         channel="amplify one feature channel, e.g. blocks.4:7",
         colour=COLOUR_OPTION_HELP,
         plain=PLAIN_OPTION_HELP,
+        anchor=ANCHOR_OPTION_HELP,
     )
     async def dream_slash(
         self,
@@ -129,6 +130,7 @@ class DreamCog(commands.Cog, name="Dream"):
         channel: app_commands.Range[str, 1, 64] | None = None,
         colour: Literal["keep", "free"] | None = None,
         plain: app_commands.Range[float, 0.0, 1.0] | None = None,
+        anchor: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         options = {
             "strength": strength,
@@ -139,6 +141,7 @@ class DreamCog(commands.Cog, name="Dream"):
             "channel": channel,
             "colour": colour,
             "plain_step": plain,
+            "anchor": anchor,
         }
         await self.bot.dreams.start(
             DreamRequest(

@@ -17,7 +17,7 @@ from discord.ext import commands
 from dreamcore.presets import PRESETS
 
 from ..errors import PoliteError
-from ..messages import COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
+from ..messages import ANCHOR_OPTION_HELP, COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
 from ..parsing import HIDDEN_PRESETS, validate_server_preset
 from ..store import ServerPreset
 
@@ -79,6 +79,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         size="largest side in pixels",
         colour=COLOUR_OPTION_HELP,
         plain=PLAIN_OPTION_HELP,
+        anchor=ANCHOR_OPTION_HELP,
     )
     async def preset_add(
         self,
@@ -94,12 +95,13 @@ class ModerationCog(commands.Cog, name="Moderation"):
         size: app_commands.Range[int, 32, 8192] | None = None,
         colour: Literal["keep", "free"] | None = None,
         plain: app_commands.Range[float, 0.0, 1.0] | None = None,
+        anchor: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         guild_id = _guild_id(interaction)
         store = self.bot.store
         if await store.preset(guild_id, name.strip().lower()) is not None:
             raise PoliteError(f"`{name}` exists already; use `/preset edit`.")
-        options = _options(strength, steps, octaves, layer, model, size, colour, plain)
+        options = _options(strength, steps, octaves, layer, model, size, colour, plain, anchor)
         self._check_model(model)
         preset = validate_server_preset(name, base, description, options)
         await store.put_preset(guild_id, preset, user_id=interaction.user.id)
@@ -121,6 +123,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         size: app_commands.Range[int, 32, 8192] | None = None,
         colour: Literal["keep", "free"] | None = None,
         plain: app_commands.Range[float, 0.0, 1.0] | None = None,
+        anchor: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         guild_id = _guild_id(interaction)
         store = self.bot.store
@@ -130,7 +133,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         self._check_model(model)
         options = {
             **old.spec.overrides.model_dump(exclude_none=True),
-            **_options(strength, steps, octaves, layer, model, size, colour, plain),
+            **_options(strength, steps, octaves, layer, model, size, colour, plain, anchor),
         }
         preset = validate_server_preset(
             old.name,
@@ -323,6 +326,7 @@ def _options(
     size: int | None,
     colour: Literal["keep", "free"] | None,
     plain: float | None,
+    anchor: float | None,
 ) -> dict[str, object]:
     values = {
         "strength": strength,
@@ -333,6 +337,7 @@ def _options(
         "max_size": size,
         "colour": colour,
         "plain_step": plain,
+        "anchor": anchor,
     }
     return {k: v for k, v in values.items() if v is not None}
 
