@@ -158,7 +158,8 @@ _ALL = [
     ),
     _animal(
         "dogs",
-        "Dog faces everywhere: the classic 'puppyslug' look",
+        "Dog faces grown from the photo's edges and textures; "
+        "plain=1 anchor=0: everywhere, the classic 'puppyslug' look",
         "dogs",
         layer_weight=1.0,
         grad_own=1.0,
