@@ -158,8 +158,7 @@ _ALL = [
     ),
     _animal(
         "dogs",
-        "Dog faces grown from the photo's edges and textures; "
-        "plain=1 anchor=0: everywhere, the classic 'puppyslug' look",
+        "Dog faces grown from the photo's structure; plain=1 anchor=0 puts them everywhere",
         "dogs",
         layer_weight=1.0,
         grad_own=1.0,
