@@ -34,6 +34,8 @@ def test_every_required_preset_ships_with_a_description() -> None:
     assert PRESETS.keys() >= REQUIRED
     for p in PRESETS.values():
         assert p.description and "\n" not in p.description
+        # /dream's autocomplete shows "name — description" in a choice of at most 100 characters
+        assert len(f"{p.name} — {p.description}") <= 100, p.name
 
 
 def test_depth_presets_use_low_mid_and_high_layers() -> None:
