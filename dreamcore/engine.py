@@ -27,7 +27,8 @@ Choices, each made by looking at the pictures (see DREAM_NOTES.md):
   pixels) is pulled back towards the photo, so the layout survives (`anchor`);
 - plain regions of the photo (low local contrast: sky, water, a backdrop, most of a low-detail
   photo) take a fraction of the step (`plain_step`), so they stay plain-ish instead of filling
-  with heads, and the detail goes where the photo has structure;
+  with heads, and the detail goes where the photo has structure (with `structure_gain`, the
+  step they give up too, up to that many times a structured region's own);
 - `colour="keep"` steps luminance only; with `"free"` a pixel's colour step shrinks to nothing
   where the photo is near black or white, so dark borders and highlights gain no tint.
 
@@ -115,6 +116,9 @@ class DreamParams:
     anchor_side: int = 32
     plain_step: float = 1.0
     plain_contrast: float = 0.12
+    # With plain_step: structured regions take up to this many times the step, so what plain
+    # ones give up is spent where the photo has structure (1: off).
+    structure_gain: float = 1.0
     # Keep the layout (plain_step, anchor) only as far as the photo's detail is coarse
     # (`coarse_weight`): a star field has no layout to keep, its black sky is where heads grow.
     layout_by_detail: bool = False
@@ -141,6 +145,8 @@ class DreamParams:
             raise InvalidParameterError("grad_own must not be negative")
         if not 0.0 <= self.plain_step <= 1.0 or self.plain_contrast <= 0:
             raise InvalidParameterError("plain_step must lie in 0..1, plain_contrast above 0")
+        if not 1.0 <= self.structure_gain <= 4.0:
+            raise InvalidParameterError("structure_gain must lie in 1..4")
 
 
 def octave_sizes(size: tuple[int, int], params: DreamParams) -> list[tuple[int, int]]:
@@ -418,10 +424,18 @@ def _step(
     if room_of is None:
         room_of = [room is not None] * len(gens)
     g = _damp_each(g, chromas, room, room_of)
-    g.mul_(params.step_size / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-8))
+    g.mul_(params.step_size / _mean_abs(g))
     if weight is not None:
         g.mul_(weight)
+        if params.structure_gain > 1:
+            # Give back the step the plain regions did not take, up to the gain: per image, on
+            # the device (no host sync).
+            g.mul_((params.step_size / _mean_abs(g)).clamp_(max=params.structure_gain))
     return apply_step(img, g)
+
+
+def _mean_abs(g: torch.Tensor) -> torch.Tensor:
+    return g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-8
 
 
 def _shift(gen: torch.Generator, jitter: int) -> tuple[int, int]:

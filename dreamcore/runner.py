@@ -136,6 +136,7 @@ def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamPar
         anchor_side=preset.anchor_side,
         plain_step=preset.plain_step,
         plain_contrast=preset.plain_contrast,
+        structure_gain=preset.structure_gain,
         layout_by_detail=preset.layout_by_detail,
         seed=seed,
     )

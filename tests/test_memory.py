@@ -67,8 +67,8 @@ async def test_a_forty_megapixel_job_peaks_under_1_5_gib_above_the_idle_worker(
     RGBA 0.68, 16-bit grey 0.66 (before: 3.15 above idle for RGB); dreamed at the bot's default
     1024 px with `dogs`, RGB peaks at 1.31 GiB (the dream itself, not the 40 MP, dominates)."""
     # `cats` dreams plain ground too: the ramps are all plain, and a preset that calms plain
-    # regions (edges, dogs) leaves them nearly smooth, small enough as PNG to skip the WebP
-    # fallback.
+    # regions (edges, dogs, birds) leaves them nearly smooth, small enough as PNG to skip the
+    # WebP fallback.
     spec = JobSpec(preset="cats", overrides=SMALL_DREAM, seed=1, output_budget=budget)
     job = await pool.submit(forty_megapixels(mode), spec)
     result = await job.result()
