@@ -23,10 +23,10 @@ no plain_step, seed 1 only):
   as far as the photo's detail is coarse (`layout_by_detail`, engine.coarse_weight): 0 on the
   Hubble field, whose black sky is where its dogs grow (calming it took them: light reading
   0.22 -> 0.05), so it dreams there as before.
-- birds (2026-11-28, a Xeon in fp32): 0.27-0.63 -> 0.836 / 0.754 / 0.763 / 0.763 (seeds 1-6:
-  0.840 / 0.757 / 0.761 / 0.763; fp32 NCHW 0.838 / 0.758 / 0.764 / 0.769; one thread 0.839 /
-  0.751 / 0.761 / 0.771), with dogs' scene keeping (plain regions at 0.03, the layout below
-  20 px half pulled back), the step they give up spent on the photo's structure
+- birds (2026-11-28, a Xeon in fp32): 0.340 / 0.637 / 0.284 / 0.380 -> 0.836 / 0.754 / 0.763 /
+  0.763 (seeds 1-6: 0.840 / 0.757 / 0.761 / 0.763; fp32 NCHW 0.838 / 0.758 / 0.764 / 0.769; one
+  thread 0.839 / 0.751 / 0.761 / 0.771), with dogs' scene keeping (plain regions at 0.03, the
+  layout below 20 px half pulled back), the step they give up spent on the photo's structure
   (`structure_gain` 1.7) and an eagle photo's features at blocks.5 as its parts: bird heads and
   bodies grow from the photo's edges instead of herons over the field and the sky.
 - the other animal presets (no plain_step; on cats it took the leopards off the rocket's sky,
