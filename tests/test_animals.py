@@ -18,7 +18,8 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
   an eagle photo's features and keeps the scene (2026-11-28, a Xeon in fp32; tests/test_scene.py):
   0.102 / 0.111 / 0.069 (the rocket turned into a heron-like bird with its eye at the tip,
   beaked heads in place of the astronaut's face, feathers on the cameraman's coat); seeds 1-6
-  0.113 / 0.100 / 0.071, fp32 NCHW 0.089 / 0.084 / 0.063, one thread 0.110 / 0.089 / 0.064.
+  0.113 / 0.100 / 0.071 (groups 4-6 and 7-9: 0.114 / 0.097 / 0.072, 0.107 / 0.090 / 0.069),
+  fp32 NCHW 0.089 / 0.084 / 0.063, one thread 0.110 / 0.089 / 0.064.
 - fish 0.156 / 0.195 / 0.079; bars 0.1 / 0.1. insects 0.221 / 0.188 / 0.058; bars 0.1 / 0.06.
   On an H200 (2026-11-27) fish read 0.105 / 0.172 / 0.106, more dog than fish: since then it
   weighs the dog classes against its own at -0.5. Then, on a Xeon: 0.136 / 0.143 / 0.059 in
