@@ -190,7 +190,21 @@ def test_guide_image_features_grow_into_the_photo(net) -> None:  # type: ignore[
     assert statistics.median(margins) > 0.1, margins
 
 
-def test_plain_regions_take_a_fraction_of_the_step_structured_ones_all_of_it(net) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def half_plain(net):  # type: ignore[no-untyped-def]
+    """coffee.png beside flat grey (96 x 192) and its dreams with plain_step 1 and 0.1, shared by
+    the plain-region tests: (picture, calm params, free change, calm change, plain mask, busy mask)."""
+    half = tensor(photo("coffee.png").resize((96, 96)))
+    x = torch.cat([torch.full_like(half, 0.5), half], dim=2)
+    p = DreamParams(octaves=2, steps=4, step_size=0.02, seed=3)
+    free = (dream(x, net, layer("blocks.4"), p) - x).abs().mean(dim=0)
+    calm_p = replace(p, plain_step=0.1)
+    calm = (dream(x, net, layer("blocks.4"), calm_p) - x).abs().mean(dim=0)
+    weight = structure_weight(x[None], 0.1, calm_p.plain_contrast)[0, 0]
+    return x, calm_p, free, calm, weight < 0.11, weight > 0.99
+
+
+def test_plain_regions_take_a_fraction_of_the_step_structured_ones_all_of_it(half_plain) -> None:  # type: ignore[no-untyped-def]
     """`plain_step`: where the photo is plain the change shrinks; where it has structure, far less.
 
     coffee.png beside flat grey, 96 x 192, 2 octaves x 4 steps, plain_step 0.1. Measured, mean
@@ -198,14 +212,7 @@ def test_plain_regions_take_a_fraction_of_the_step_structured_ones_all_of_it(net
     0.3); where it is 1: x0.51 (bound: at least twice the plain regions' share). Structured
     regions lose some too: heads grown there had reached in from the plain neighbours.
     """
-    half = tensor(photo("coffee.png").resize((96, 96)))
-    x = torch.cat([torch.full_like(half, 0.5), half], dim=2)
-    p = DreamParams(octaves=2, steps=4, step_size=0.02, seed=3)
-    free = (dream(x, net, layer("blocks.4"), p) - x).abs().mean(dim=0)
-    calm_p = DreamParams(**{**p.__dict__, "plain_step": 0.1})
-    calm = (dream(x, net, layer("blocks.4"), calm_p) - x).abs().mean(dim=0)
-    weight = structure_weight(x[None], 0.1, calm_p.plain_contrast)[0, 0]
-    plain, busy = weight < 0.11, weight > 0.99
+    _, _, free, calm, plain, busy = half_plain
     assert plain.float().mean() > 0.3 and busy.float().mean() > 0.1  # both kinds are there
     flat = (calm[plain].mean() / free[plain].mean()).item()
     kept = (calm[busy].mean() / free[busy].mean()).item()
@@ -213,7 +220,9 @@ def test_plain_regions_take_a_fraction_of_the_step_structured_ones_all_of_it(net
     assert flat < 0.3 and kept > 2 * flat, (flat, kept)
 
 
-def test_structure_gain_spends_the_plain_regions_step_where_the_photo_has_structure(net) -> None:  # type: ignore[no-untyped-def]
+def test_structure_gain_spends_the_plain_regions_step_where_the_photo_has_structure(  # type: ignore[no-untyped-def]
+    net, half_plain
+) -> None:
     """`structure_gain`: the step plain regions give up goes to the structured ones, up to x gain.
 
     The half-plain picture of the test above, plain_step 0.1, gain 1 against 2. Measured, mean
@@ -221,16 +230,9 @@ def test_structure_gain_spends_the_plain_regions_step_where_the_photo_has_struct
     compound), the whole picture x2.17. The plain regions' share grows with the rest (x0.15 ->
     x0.27 of an uncalmed dream's change; bound: under 0.4): they stay calm next to the others.
     """
-    half = tensor(photo("coffee.png").resize((96, 96)))
-    x = torch.cat([torch.full_like(half, 0.5), half], dim=2)
-    p = DreamParams(octaves=2, steps=4, step_size=0.02, seed=3)
-    free = (dream(x, net, layer("blocks.4"), p) - x).abs().mean(dim=0)
-    calm_p = replace(p, plain_step=0.1)
-    calm = (dream(x, net, layer("blocks.4"), calm_p) - x).abs().mean(dim=0)
+    x, calm_p, free, calm, plain, busy = half_plain
     spent = (dream(x, net, layer("blocks.4"), replace(calm_p, structure_gain=2.0)) - x).abs()
     spent = spent.mean(dim=0)
-    weight = structure_weight(x[None], 0.1, calm_p.plain_contrast)[0, 0]
-    plain, busy = weight < 0.11, weight > 0.99
     gain = (spent[busy].mean() / calm[busy].mean()).item()
     whole = (spent.mean() / calm.mean()).item()
     flat = (spent[plain].mean() / free[plain].mean()).item()
