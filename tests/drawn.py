@@ -3,9 +3,8 @@
 `daisies()` is a meadow of white-petalled, yellow-hearted daisies over grass: the flower guide
 of issue 7 (the free flower photo we had, a dahlia, is named as nothing by the network: top
 class 0.02). EfficientNet-Lite0 reads this drawing as a daisy (0.93 at 224 px).
-`barn()` is a red barn under a blue sky, the picture whose features the `buildings` preset grows
-(dreamcore/pictures/barn.png); the network reads it as beacon, barn, church and boathouse.
-`python tests/drawn.py` writes both where the project keeps them.
+`python tests/drawn.py` writes it where the project keeps it. (A drawn barn once gave `buildings`
+its parts; photos of buildings do that now: dreamcore/pictures/LICENSES.txt.)
 """
 
 from __future__ import annotations
@@ -75,38 +74,9 @@ def daisies(side: int = 384, seed: int = 2, count: int = 5) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(0.6))
 
 
-def barn(side: int = 224) -> Image.Image:
-    """A red barn with white trim, a grey gable roof, cross-braced doors and a loft window."""
-    sky = np.linspace([120, 170, 230], [200, 220, 245], side)[:, None, :].repeat(side, axis=1)
-    noise = np.random.default_rng(0).normal(0, 3, sky.shape)
-    img = Image.fromarray((sky + noise).clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    red, dark_red, white = (160, 30, 25), (140, 25, 20), (245, 245, 245)
-    ground = int(side * 0.72)
-    draw.rectangle([0, ground, side, side], fill=(70, 130, 50))
-    x0, x1, eaves, mid = side * 0.2, side * 0.8, side * 0.4, side * 0.5
-    draw.rectangle([x0, eaves, x1, ground], fill=red, outline=(240, 240, 240), width=3)
-    draw.polygon([(x0 - 8, eaves), (mid, side * 0.15), (x1 + 8, eaves)], fill=(90, 90, 95))
-    draw.polygon([(x0, eaves), (mid, side * 0.2), (x1, eaves)], fill=red, outline=(240, 240, 240))
-    for y in np.arange(eaves, ground, 5):  # boards
-        draw.line([x0, y, x1, y], fill=(140, 25, 22), width=1)
-    d0, d1, top = side * 0.4, side * 0.6, side * 0.5
-    draw.rectangle([d0, top, d1, ground], fill=dark_red, outline=white, width=3)
-    draw.line([d0, top, d1, ground], fill=white, width=3)
-    draw.line([d1, top, d0, ground], fill=white, width=3)
-    draw.rectangle(
-        [side * 0.45, side * 0.28, side * 0.55, side * 0.36],
-        fill=(30, 20, 20),
-        outline=white,
-        width=2,
-    )
-    return img.filter(ImageFilter.GaussianBlur(0.7))
-
-
 ROOT = Path(__file__).resolve().parent.parent
 DRAWINGS = {
     "daisies": (daisies, ROOT / "assets" / "daisies.png"),
-    "barn": (barn, ROOT / "dreamcore" / "pictures" / "barn.png"),
 }
 
 if __name__ == "__main__":
