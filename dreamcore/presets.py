@@ -120,16 +120,17 @@ def _animal(
     # `against_dogs` weighs the dog classes against the group: where blocks.5's heads still read
     # as dogs (`fish` on an H200: 0.105 fish to 0.106 dog; `cats` 2.9x dog on a Xeon in fp32,
     # where its test asks 3x), -0.5 of them keeps the group well ahead (tests/test_animals.py).
-    # `keep_layout` (dogs, birds, buildings): plain regions take `plain_step` of the step (0.05), and the
-    # layout (the change below `anchor_side` px on the long side, 12) is pulled half back each
-    # step, as far as the photo's detail is coarse (engine.coarse_weight): 0 on a star field,
+    # `keep_layout` (dogs, birds, buildings): plain regions take `plain_step` of the step (0.05),
+    # and the layout (the change below `anchor_side` px on the long side, 12) is pulled half back
+    # each step, as far as the photo's detail is coarse (engine.coarse_weight): 0 on a star field,
     # whose black sky is where its heads grow. Local contrast counts as structure from 0.2 (not
     # 0.12), so only a photo's edges and textures take whole steps. Scene SSIM (issue 7's goal
     # 0.70) went from 0.28-0.63 to 0.78-0.90 on the test photos (tests/test_scene.py), the dog
     # bars still met. Alone it met the bars of cats and insects at seeds 1-3 only; birds, fish
     # and buildings fell far below (README, Presets, "`dogs` keeps the scene").
-    # `structure_gain` (birds, buildings): structured regions take up to that many times the step, so what
-    # the calmed plain regions give up is spent on the photo's edges, where heads then grow.
+    # `structure_gain` (birds, buildings): structured regions take up to that many times the
+    # step, so what the calmed plain regions give up is spent on the photo's edges, where heads
+    # then grow.
     # `pictures` (birds, buildings): the parts term is the feature direction of photos of the
     # kind at `layer` (and at each of `picture_layers`, each layer weighing `layer_weight`,
     # shared between the photos), not the whole layer: on a calmed photo the whole layer grows
