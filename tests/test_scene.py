@@ -31,9 +31,10 @@ no plain_step, seed 1 only):
   bodies grow from the photo's edges instead of herons over the field and the sky.
 - buildings (2026-11-28, a Xeon in fp32): 0.397 / 0.622 / 0.285 / 0.376 (a drawn barn's
   features, scene free) -> 0.825 / 0.742 / 0.714 / 0.729 (seeds 4-6: 0.833 / 0.746 / 0.712 /
-  0.738; fp32 NCHW 0.826 / 0.747 / 0.708 / 0.736; one thread 0.827 / 0.740 / 0.715 / 0.738),
-  with birds' scene keeping and two photos' features (the Taj Mahal, Big Ben) at blocks.5 and
-  blocks.6: arches, domes and towers grow from the photo's edges.
+  0.738; 7-9: 0.839 / 0.743 / 0.703 / 0.736; fp32 NCHW 0.826 / 0.747 / 0.708 / 0.736; one
+  thread 0.827 / 0.740 / 0.715 / 0.738), with birds' scene keeping and two photos' features
+  (the Taj Mahal, Big Ben) at blocks.5 and blocks.6: arches, domes and towers grow from the
+  photo's edges.
 - the other animal presets (no plain_step; on cats it took the leopards off the rocket's sky,
   cat light mass 0.21 -> 0.03; dogs' recipe met the bars of cats and insects at seeds 1-3 only:
   README, Presets, "`dogs` keeps the scene"): cats, fish and insects (gradients at
