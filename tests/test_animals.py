@@ -33,8 +33,9 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
   photos' features (the Taj Mahal, Big Ben) at blocks.5 and blocks.6 and keeps the scene
   (2026-11-28, a Xeon in fp32; tests/test_scene.py): 0.074 / 0.077 / 0.059 (arches, domes and
   towers: the astronaut's shuttle model a tower, arched facades on the retina and behind the
-  cameraman); seeds 4-6 0.082 / 0.067 / 0.051, 7-9 0.075 / 0.067 / 0.058, fp32 NCHW 0.083 / 0.071 / 0.056, one thread
-  0.071 / 0.069 / 0.051. At blocks.5 alone it read 0.062 light, 0.063 dog at seeds 4-6.
+  cameraman); seeds 4-6 0.082 / 0.067 / 0.051, 7-9 0.075 / 0.067 / 0.058, fp32 NCHW 0.083 /
+  0.071 / 0.056, one thread 0.071 / 0.069 / 0.051. At blocks.5 alone it read 0.062 light,
+  0.063 dog at seeds 4-6.
 Each group must also read as more its own kind than dog (blocks.4's heads look like dogs and
 must not crowd the group out).
 
