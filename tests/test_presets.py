@@ -115,12 +115,18 @@ def test_channel_objective_reads_only_its_channels() -> None:
     assert torch.isclose(obj({"blocks.3": a}), torch.tensor(2.0))
 
 
-@pytest.mark.parametrize(("picture", "least"), [("taj", 0.4), ("bigben", 0.2)])
-def test_the_buildings_pictures_are_buildings_the_network_reads(picture: str, least: float) -> None:
-    """dreamcore/pictures/taj.png and bigben.png (CC0 photos; LICENSES.txt there) are what the
-    dreamer's network reads as the building classes the preset grows, at the size the runner
-    reads them: the Taj Mahal 0.46 (mosque 0.40), Big Ben 0.24 (church 0.10, monastery,
-    palace; bell cote 0.21, not in the group)."""
+@pytest.mark.parametrize(
+    ("picture", "group", "least"),
+    [("eagle", "birds", 0.5), ("taj", "buildings", 0.4), ("bigben", "buildings", 0.2)],
+)
+def test_each_shipped_picture_is_its_kind_to_the_network(
+    picture: str, group: str, least: float
+) -> None:
+    """dreamcore/pictures/*.png (CC0 photos; LICENSES.txt there) are what the dreamer's network
+    reads as the class group their preset grows, at the size the runner reads them: eagle.png (a
+    crop of scikit-image's eagle) 0.61 birds (vulture 0.18, kite, bald eagle); the Taj Mahal 0.46
+    buildings (mosque 0.40); Big Ben 0.24 (church 0.10, monastery, palace; bell cote 0.21, not
+    in the group)."""
     from photos import tensor
 
     shipped = bundled_picture(picture)
@@ -128,21 +134,7 @@ def test_the_buildings_pictures_are_buildings_the_network_reads(picture: str, le
     net = load_model("efficientnet_lite0", "cpu")
     with torch.no_grad():
         p = net(tensor(cap_side(shipped, GUIDE_SIDE))[None], [LOGITS])[LOGITS].softmax(dim=-1)[0]
-    assert p[list(CLASS_GROUPS["buildings"])].sum().item() >= least
-
-
-def test_the_birds_picture_is_an_eagle_the_network_reads_as_a_bird() -> None:
-    """dreamcore/pictures/eagle.png (a crop of scikit-image's CC0 eagle; LICENSES.txt there) is
-    what the dreamer's network reads as the bird classes the preset grows: 0.61 (vulture 0.18,
-    kite, bald eagle), at the size the runner reads it."""
-    from photos import tensor
-
-    shipped = bundled_picture("eagle")
-    assert shipped.size == (224, 224)
-    net = load_model("efficientnet_lite0", "cpu")
-    with torch.no_grad():
-        p = net(tensor(cap_side(shipped, GUIDE_SIDE))[None], [LOGITS])[LOGITS].softmax(dim=-1)[0]
-    assert p[list(CLASS_GROUPS["birds"])].sum().item() >= 0.5
+    assert p[list(CLASS_GROUPS[group])].sum().item() >= least
 
 
 def test_a_picture_term_needs_a_picture_that_ships_with_dreamcore() -> None:
