@@ -13,7 +13,10 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
   bars 0.15 / 0.08. Before the coarse octaves took their gradient at 224 px (presets._animal),
   at 256 px on rocket / coffee / astronaut / camera: 0.155 / 0.078, now 0.193 / 0.161. With the
   dog classes weighed against it at -0.5 (2026-11-27), on a Xeon: 0.286 / 0.188 / 0.061 in bf16,
-  0.249 / 0.168 / 0.085 in fp32; fp32 NCHW 0.279 / 0.172 / 0.076.
+  0.249 / 0.168 / 0.085 in fp32; fp32 NCHW 0.279 / 0.172 / 0.076. Since it grows a tabby
+  photo's features and keeps the scene (2026-11-28, a Xeon in fp32; tests/test_scene.py):
+  0.264 / 0.150 / 0.051 (cats' heads with ears and eyes in place of the astronaut's and the
+  cameraman's, a cat's face on the retina).
 - birds 0.109 / 0.074 / 0.082 (herons on the rocket's field); bars 0.06 / 0.04. Since it grows
   an eagle photo's features and keeps the scene (2026-11-28, a Xeon in fp32; tests/test_scene.py):
   0.102 / 0.111 / 0.069 (the rocket turned into a heron-like bird with its eye at the tip,
