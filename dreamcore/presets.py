@@ -205,8 +205,8 @@ _ALL = [
         # retina. Before, the whole of blocks.5 without scene keeping grew leopards over the
         # whole frame (scene SSIM 0.29-0.63, now 0.66-0.76: under issue 7's 0.70 on the retina).
         # One photo at one layer, or a gain under 2, left the rocket at 256 px under 3x cat
-        # over dog on some rounding; the class term at 1.5 keeps it at 3.7-3.9x on each
-        # (README, Presets, "`cats` keeps the scene").
+        # over dog on some rounding; the class term at 1.5 keeps it at 3.7-3.9x on each at seeds
+        # 1-3, not at seeds 7-9 (2.4x) (README, Presets, "`cats` keeps the scene").
         layer="blocks.5",
         layer_weight=1.0,
         pictures=("tabby", "tabby_face"),
