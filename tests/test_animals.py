@@ -29,6 +29,11 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
   bf16, 0.130 / 0.135 / 0.073 in fp32 (README, Presets, for more seeds and layouts).
   Both take their gradients on a turned and scaled copy (presets._animal); before: fish 0.188 /
   0.197, insects 0.181 / 0.113; over seeds 1-5 (`--seeds 5`) now 0.230 / 0.220 and 0.221 / 0.183.
+  Since `insects` grows a swallowtail photo's features and keeps the scene (2026-11-28, a Xeon
+  in fp32; tests/test_scene.py; before, there: 0.220 / 0.175 / 0.056): 0.193 / 0.176 / 0.038
+  (pale moths with spread wings beside the astronaut's head, a butterfly's wings over the
+  rocket's sky); seeds 4-6 0.180 / 0.160 / 0.035, 7-9 0.193 / 0.144 / 0.031, fp32 NCHW 0.197 /
+  0.149 / 0.035, one thread 0.170 / 0.142 / 0.038.
 - buildings 0.078 / 0.046 / 0.051 (towers and a glass dome over the rocket's lights, window-lit
   house fronts around the astronaut); bars 0.06 / 0.04. Its parts came from a drawn barn's
   features (presets.py); with blocks.4's own parts instead it grew domes and roofs the judge did

@@ -116,8 +116,8 @@ def test_batched_cells_come_out_as_each_cell_dreamed_alone(
     coffee.png at 96 px, one step per octave, seed 1, oneDNN off (tests/onednn.py), batches of
     at most 3: the low layers (2), the high layers with blocks.4's top 2 channels (3 + 1), and
     the class presets one by one: cats grows a tabby's features, fish weighs the dog classes
-    against its own, insects does not (different terms; a batch of turned class dreams, each
-    image by its own draw, is test_batch's).
+    against its own, insects grows a swallowtail's (different terms; a batch of turned class
+    dreams, each image by its own draw, is test_batch's).
     One step per octave: a batch rounds a little otherwise than one image even with oneDNN off
     (on an AVX-512 Xeon, MKL's matrix products for blocks.5's 1x1 convolutions and the
     classifier, 1e-9 of a pixel level after one step), and a dream grows that: with 3 steps per

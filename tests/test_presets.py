@@ -123,6 +123,7 @@ def test_channel_objective_reads_only_its_channels() -> None:
         ("bigben", "buildings", 0.2),
         ("tabby", "cats", 0.7),
         ("tabby_face", "cats", 0.7),
+        ("swallowtail", "insects", 0.7),
     ],
 )
 def test_each_shipped_picture_is_its_kind_to_the_network(
@@ -132,7 +133,8 @@ def test_each_shipped_picture_is_its_kind_to_the_network(
     reads as the class group their preset grows, at the size the runner reads them: eagle.png (a
     crop of scikit-image's eagle) 0.61 birds (vulture 0.18, kite, bald eagle); the Taj Mahal 0.46
     buildings (mosque 0.40); Big Ben 0.24 (church 0.10, monastery, palace; bell cote 0.21, not
-    in the group); the tabby 0.89 cats and its closer crop 0.88 (tabby 0.50, tiger cat 0.30)."""
+    in the group); the tabby 0.89 cats and its closer crop 0.88 (tabby 0.50, tiger cat 0.30); the
+    swallowtail's body 0.88 insects (ringlet 0.54, cabbage butterfly 0.29)."""
     from photos import tensor
 
     shipped = bundled_picture(picture)
