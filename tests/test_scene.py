@@ -51,8 +51,8 @@ no plain_step, seed 1 only):
   NCHW 0.817 / 0.729 / 0.713 / 0.743; one thread 0.817 / 0.727 / 0.723 / 0.743), as `insects`
   with a tuna photo's features and 14 steps an octave: fish bodies and eyes grow from the
   photo's edges (the astronaut's suit an orange fish).
-The goal is asserted where it is met; for the animal presets a floor (0.2) holds the line and
-the goal is a strict xfail (it fails the suite the day it is met).
+The goal is asserted where it is met; for `cats` a floor (0.2) holds the line and the goal is
+a strict xfail (it fails the suite the day it is met).
 """
 
 from __future__ import annotations
