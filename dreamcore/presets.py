@@ -83,13 +83,9 @@ def _animal(
     group: str,
     *,
     layer: str = "blocks.4",
-    layer_weight: float = 0.3,
-    grad_side: int = 224,
+    layer_weight: float = 1.0,
     grad_own: float = 0.0,
-    turn: float = 5.0,
-    zoom: float = 0.1,
     against_dogs: float = 0.0,
-    keep_layout: bool = False,
     plain_step: float = 0.05,
     anchor_side: int = 12,
     structure_gain: float = 1.0,
@@ -123,7 +119,7 @@ def _animal(
     # `against_dogs` weighs the dog classes against the group: where blocks.5's heads still read
     # as dogs (`fish` on an H200: 0.105 fish to 0.106 dog; `cats` 2.9x dog on a Xeon in fp32,
     # where its test asks 3x), -0.5 of them keeps the group well ahead (tests/test_animals.py).
-    # `keep_layout`: plain regions take `plain_step` of the step (0.05), and the layout (the
+    # The scene is kept: plain regions take `plain_step` of the step (0.05), and the layout (the
     # change below `anchor_side` px on the long side, 12) is pulled half back each step, as far
     # as the photo's detail is coarse (engine.coarse_weight): 0 on a star field, whose black sky
     # is where its heads grow. Local contrast counts as structure from 0.2 (not 0.12), so only a
@@ -138,17 +134,6 @@ def _animal(
     # at `layer` (and at each of `picture_layers`, each layer weighing `layer_weight`, shared
     # between the photos), not the whole layer: on a calmed photo the whole layer grows
     # texture, a photo of the kind grows its heads, wings, towers and domes.
-    layout = (
-        {
-            "plain_step": plain_step,
-            "plain_contrast": 0.2,
-            "anchor": 0.5,
-            "anchor_side": anchor_side,
-            "structure_gain": structure_gain,
-        }
-        if keep_layout
-        else {}
-    )
     parts = (
         tuple(
             Term(kind="picture", picture=pic, layer=at, weight=layer_weight / len(pictures))
@@ -166,12 +151,16 @@ def _animal(
         octaves=6,
         steps=steps,
         step_size=0.015,
-        grad_side=grad_side,
+        grad_side=224,
         grad_own=grad_own,
-        turn=turn,
-        zoom=zoom,
-        layout_by_detail=keep_layout,
-        **layout,
+        turn=5.0,
+        zoom=0.1,
+        layout_by_detail=True,
+        plain_step=plain_step,
+        plain_contrast=0.2,
+        anchor=0.5,
+        anchor_side=anchor_side,
+        structure_gain=structure_gain,
     )
 
 
@@ -204,7 +193,6 @@ def _from_photos(
         class_weight=class_weight,
         grad_own=1.0,
         against_dogs=-0.5,
-        keep_layout=True,
         plain_step=0.03,
         anchor_side=anchor_side,
         structure_gain=structure_gain,
@@ -229,9 +217,7 @@ _ALL = [
         "dogs",
         "Dog faces grown from the photo's structure; plain=1 anchor=0 puts them everywhere",
         "dogs",
-        layer_weight=1.0,
         grad_own=1.0,
-        keep_layout=True,
     ),
     _from_photos(
         "cats",
