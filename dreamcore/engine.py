@@ -24,7 +24,10 @@ Choices, each made by looking at the pictures (see DREAM_NOTES.md):
   transformation robustness of feature visualisation: only what reads as a head from several
   angles and sizes grows, so heads come out whole and stay readable through a heavy blur;
 - the scene is anchored: after each step the coarse band of the change (below `anchor_side`
-  pixels) is pulled back towards the photo, so the layout survives (`anchor`);
+  pixels) is pulled back towards the photo, so the layout survives (`anchor`); with
+  `scene_floor`, the finished dream's change below 96 px is pulled back further, only as far as
+  it takes the photo's structural similarity back up to the floor, so a photo whose whole area
+  the dream rewrites (a low-detail one) keeps its layout too, and others dream as they did;
 - plain regions of the photo (low local contrast: sky, water, a backdrop, most of a low-detail
   photo) take a fraction of the step (`plain_step`), so they stay plain-ish instead of filling
   with heads, and the detail goes where the photo has structure (with `structure_gain`, the
@@ -56,6 +59,7 @@ from .precision import PRECISIONS, autocast, resolve_precision
 __all__ = [
     "DreamParams",
     "anchor_scene",
+    "hold_scene",
     "apply_step",
     "auto_tile_size",
     "damp_chroma",
@@ -114,6 +118,9 @@ class DreamParams:
     zoom: float = 0.0  # ... and scaled by 1 +- up to this
     anchor: float = 0.0
     anchor_side: int = 32
+    # With anchor: the least structural similarity (`scene_similarity`) the dream keeps with
+    # the photo (0: off), as far as the photo's detail is coarse where `layout_by_detail`.
+    scene_floor: float = 0.0
     plain_step: float = 1.0
     plain_contrast: float = 0.12
     # With plain_step: structured regions take up to this many times the step, so what plain
@@ -139,6 +146,8 @@ class DreamParams:
             raise InvalidParameterError("colour must be 'keep' or 'free'")
         if not 0.0 <= self.anchor <= 1.0:
             raise InvalidParameterError("anchor must lie in 0..1")
+        if not 0.0 <= self.scene_floor < 1.0:
+            raise InvalidParameterError("scene_floor must lie in 0..1 (1 excluded)")
         if not (0.0 <= self.turn <= 45.0 and 0.0 <= self.zoom <= 0.5):
             raise InvalidParameterError("turn must lie in 0..45 degrees, zoom in 0..0.5")
         if self.grad_own < 0:
@@ -297,6 +306,9 @@ def dream_batch(
                     report(Progress(done / total, o + 1, len(sizes), s + 1, shared.steps))
         detail = img - octave_base
     out = (base + detail).clamp_(0, 1)
+    if shared.anchor and shared.scene_floor:
+        floor = shared.scene_floor
+        out = hold_scene(out, base, [floor * c for c in coarse] if gated else [floor] * len(live))
     keep_idx = [k for k, i in enumerate(live) if params[i].colour == "keep"]
     if len(keep_idx) == len(live):
         out = keep_colour(out, base)
@@ -511,6 +523,95 @@ def anchor_scene(
         if a:
             img[i].sub_(low[i].mul_(a))
     return img.clamp_(0, 1)
+
+
+# scene_similarity: the greyscale structural similarity (SSIM: 7-pixel windows, the sample
+# covariance, constants 0.01 and 0.03 of the range) of two pictures at _SCENE_SIDE pixels on the
+# long side, the scale at which a viewer reads the layout (tests/judge.structure reads it the
+# same way with scikit-image, from 8-bit Lanczos thumbnails; the two agree within about 0.01).
+_SCENE_SIDE = 96
+_SSIM_WINDOW = 7
+_SSIM_C1, _SSIM_C2 = 0.01**2, 0.03**2
+# hold_scene's bisection: 12 halvings find the pull-back to 1/4096, in two rounds.
+_HOLD_ITERATIONS = 12
+_HOLD_ROUNDS = 2
+
+
+def _thumb(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    s = min(1.0, _SCENE_SIDE / max(h, w))
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    # Bicubic: near the Lanczos thumbnails of image tools (bilinear read 0.05 above them).
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+
+
+def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,): mean SSIM of two batches of greyscale pictures (B, 1, H, W) in [0, 1]."""
+    n = _SSIM_WINDOW**2
+    cov = n / (n - 1)
+    if min(a.shape[-2:]) < _SSIM_WINDOW:
+        raise InvalidParameterError("scene similarity needs pictures of 7 pixels or more")
+    pool = lambda x: F.avg_pool2d(x, _SSIM_WINDOW, stride=1)  # noqa: E731
+    ma, mb = pool(a), pool(b)
+    va = (pool(a * a) - ma * ma) * cov
+    vb = (pool(b * b) - mb * mb) * cov
+    vab = (pool(a * b) - ma * mb) * cov
+    s = ((2 * ma * mb + _SSIM_C1) * (2 * vab + _SSIM_C2)) / (
+        (ma * ma + mb * mb + _SSIM_C1) * (va + vb + _SSIM_C2)
+    )
+    return s.mean(dim=(1, 2, 3))
+
+
+def scene_similarity(img: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """(B,): how much of the photo's layout the picture keeps, 1 for the photo itself."""
+    return _ssim(_luma(_thumb(img)), _luma(_thumb(photo)))
+
+
+def hold_scene(img: torch.Tensor, photo: torch.Tensor, floors: Sequence[float]) -> torch.Tensor:
+    """Pull each image's change below 96 px back towards the photo, no further than it takes
+    its `scene_similarity` up to its floor (0: left alone); pictures at or above it are kept.
+
+    The anchor's pull-back is the same for every photo, and enough for most; on a low-detail
+    photo (a retina) the dream's shapes fill the whole frame and its vessels went under. Only
+    the coarse band moves: the dream's detail (eyes, fur, feathers) stays where it grew. The
+    amount is found by bisection on the thumbnails, batch-wide, with no host sync; clamping the
+    pulled picture to [0, 1] can leave it just under (0.001 on a retina dreamed to 0.29), so a
+    second round takes up what is left.
+    """
+    if not any(floors):
+        return img
+    floor = torch.tensor(floors, dtype=img.dtype).to(img.device)
+    target = _luma(_thumb(photo))
+    for _ in range(_HOLD_ROUNDS):
+        low = _coarse_change(img, photo)
+        amount = _hold_amount(_thumb(img), _thumb(low), target, floor)
+        img = img.sub_(low.mul_(amount[:, None, None, None])).clamp_(0, 1)
+    return img
+
+
+def _coarse_change(img: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """The change below _SCENE_SIDE px on the long side (all of it in a picture that small)."""
+    h, w = img.shape[-2:]
+    s = _SCENE_SIDE / max(h, w)
+    if s >= 1:
+        return img - photo
+    return _up(_resize(img - photo, (max(1, round(h * s)), max(1, round(w * s)))), (h, w))
+
+
+def _hold_amount(
+    t_img: torch.Tensor, t_low: torch.Tensor, target: torch.Tensor, floor: torch.Tensor
+) -> torch.Tensor:
+    """(B,): the least share of `t_low` to take off `t_img` for its SSIM to reach `floor`."""
+
+    def holds(a: torch.Tensor) -> torch.Tensor:
+        return _ssim(_luma(t_img - a[:, None, None, None] * t_low), target) >= floor
+
+    lo, hi = torch.zeros_like(floor), torch.ones_like(floor)
+    for _ in range(_HOLD_ITERATIONS):
+        mid = (lo + hi) / 2
+        ok = holds(mid)
+        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+    return torch.where(holds(torch.zeros_like(floor)), 0.0, hi)
 
 
 def _gate(calm: torch.Tensor, coarse: Sequence[float]) -> torch.Tensor:

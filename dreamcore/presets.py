@@ -59,6 +59,7 @@ class Preset(BaseModel):
     zoom: float = Field(0.0, ge=0.0, le=0.5)  # ... and scaled by 1 +- this (0, 0: off)
     anchor: float = Field(0.0, ge=0.0, le=1.0)  # how much of the layout's change to undo
     anchor_side: int = Field(32, ge=4, le=1024)  # the layout: this many pixels on the long side
+    scene_floor: float = Field(0.0, ge=0.0, lt=1.0)  # with anchor: the least scene SSIM kept
     plain_step: float = Field(1.0, ge=0.0, le=1.0)  # step share where the photo is plain (1: all)
     plain_contrast: float = Field(0.12, gt=0.0, le=1.0)  # local contrast that counts as structure
     structure_gain: float = Field(1.0, ge=1.0, le=4.0)  # structured regions' step, up to x this
@@ -75,6 +76,10 @@ def _layer(name: str, weight: float = 1.0) -> Term:
 
 def _classes(group: str, weight: float = 1.0) -> Term:
     return Term(kind="classes", classes=group, weight=weight)
+
+
+# The least scene similarity the animal presets keep (engine.hold_scene; see `_animal`).
+SCENE_FLOOR = 0.73
 
 
 def _animal(
@@ -127,6 +132,12 @@ def _animal(
     # 0.70) went from 0.28-0.63 to 0.78-0.90 on the test photos (tests/test_scene.py), the dog
     # bars still met. Alone it met the bars of cats and insects at seeds 1-3 only; birds, fish
     # and buildings fell far below (README, Presets, "`dogs` keeps the scene").
+    # `scene_floor` 0.74: where the dream still takes the photo's structural similarity (the
+    # engine's measure, 0.01-0.02 above the judge's) under it, its change below 96 px is pulled
+    # back just far enough (engine.hold_scene), as far as the detail is coarse. That lifted the
+    # one photo short of issue 7's 0.70, the retina under `cats` (0.677 -> 0.727, its cat face
+    # fainter but there), and left the others as they were (seeds 1-3: `dogs` and `birds`
+    # unchanged; buildings' retina 0.714 -> 0.727).
     # `structure_gain` (not dogs): structured regions take up to that many times the
     # step, so what the calmed plain regions give up is spent on the photo's edges, where heads
     # then grow.
@@ -160,6 +171,7 @@ def _animal(
         plain_contrast=0.2,
         anchor=0.5,
         anchor_side=anchor_side,
+        scene_floor=SCENE_FLOOR,
         structure_gain=structure_gain,
     )
 
@@ -228,13 +240,16 @@ _ALL = [
         # held and the step given back to structured regions up to x2.2: the astronaut's and
         # the cameraman's heads grow a cat's ears and eyes, a cat's face looks out of the
         # retina. Before, the whole of blocks.5 without scene keeping grew leopards over the
-        # whole frame (scene SSIM 0.29-0.63, now 0.66-0.76: under issue 7's 0.70 on the retina).
+        # whole frame (scene SSIM 0.29-0.63, now 0.71-0.76). The retina stayed under issue 7's
+        # 0.70 (0.677) until the scene floor (`_animal`) held it at 0.716; the floor cost cat
+        # readings (light, seeds 7-9: 0.177 -> 0.143, under the test's 0.15), which the class
+        # term at 2 (not 1.5) gives back (0.191; 0.157-0.223 on every rounding and seed set).
         # One photo at one layer, or a gain under 2, left the rocket at 256 px under 3x cat
-        # over dog on some rounding; the class term at 1.5 keeps it at 3.7-3.9x on each at seeds
-        # 1-3, not at seeds 7-9 (2.4x) (README, Presets, "`cats` keeps the scene").
+        # over dog on some rounding; this recipe holds 3.5-4.5x on each at seeds 1-3, not at
+        # seeds 7-9 (2.3x) (README, Presets, "`cats` keeps the scene").
         ("tabby", "tabby_face"),
         picture_layers=("blocks.6",),
-        class_weight=1.5,
+        class_weight=2.0,
         anchor_side=24,
         structure_gain=2.2,
     ),

@@ -134,6 +134,7 @@ def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamPar
         zoom=preset.zoom,
         anchor=preset.anchor,
         anchor_side=preset.anchor_side,
+        scene_floor=preset.scene_floor,
         plain_step=preset.plain_step,
         plain_contrast=preset.plain_contrast,
         structure_gain=preset.structure_gain,
