@@ -59,18 +59,19 @@ from .precision import PRECISIONS, autocast, resolve_precision
 __all__ = [
     "DreamParams",
     "anchor_scene",
-    "hold_scene",
     "apply_step",
     "auto_tile_size",
     "damp_chroma",
     "dream",
     "dream_batch",
     "gradient",
+    "hold_scene",
     "keep_colour",
     "octave_sizes",
     "pyramid_normalize",
     "resample",
     "resample_back",
+    "scene_similarity",
     "shared_part",
     "structure_weight",
     "tone_room",
@@ -537,10 +538,13 @@ _HOLD_ITERATIONS = 12
 _HOLD_ROUNDS = 2
 
 
-def _thumb(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
+def _thumb_size(h: int, w: int) -> tuple[int, int]:
     s = min(1.0, _SCENE_SIDE / max(h, w))
-    size = (max(1, round(h * s)), max(1, round(w * s)))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _thumb(x: torch.Tensor) -> torch.Tensor:
+    size = _thumb_size(*x.shape[-2:])
     # Bicubic: near the Lanczos thumbnails of image tools (bilinear read 0.05 above them).
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
 
@@ -551,7 +555,10 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cov = n / (n - 1)
     if min(a.shape[-2:]) < _SSIM_WINDOW:
         raise InvalidParameterError("scene similarity needs pictures of 7 pixels or more")
-    pool = lambda x: F.avg_pool2d(x, _SSIM_WINDOW, stride=1)  # noqa: E731
+
+    def pool(x: torch.Tensor) -> torch.Tensor:  # the mean of each whole 7 x 7 window
+        return F.avg_pool2d(x, _SSIM_WINDOW, stride=1)
+
     ma, mb = pool(a), pool(b)
     va = (pool(a * a) - ma * ma) * cov
     vb = (pool(b * b) - mb * mb) * cov
@@ -578,8 +585,8 @@ def hold_scene(img: torch.Tensor, photo: torch.Tensor, floors: Sequence[float]) 
     pulled picture to [0, 1] can leave it just under (0.001 on a retina dreamed to 0.29), so a
     second round takes up what is left.
     """
-    if not any(floors):
-        return img
+    if not any(floors) or min(_thumb_size(*img.shape[-2:])) < _SSIM_WINDOW:
+        return img  # a strip (70000 x 8) has no layout the measure can read
     floor = torch.tensor(floors, dtype=img.dtype).to(img.device)
     target = _luma(_thumb(photo))
     for _ in range(_HOLD_ROUNDS):

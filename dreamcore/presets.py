@@ -132,12 +132,12 @@ def _animal(
     # 0.70) went from 0.28-0.63 to 0.78-0.90 on the test photos (tests/test_scene.py), the dog
     # bars still met. Alone it met the bars of cats and insects at seeds 1-3 only; birds, fish
     # and buildings fell far below (README, Presets, "`dogs` keeps the scene").
-    # `scene_floor` 0.74: where the dream still takes the photo's structural similarity (the
-    # engine's measure, 0.01-0.02 above the judge's) under it, its change below 96 px is pulled
-    # back just far enough (engine.hold_scene), as far as the detail is coarse. That lifted the
-    # one photo short of issue 7's 0.70, the retina under `cats` (0.677 -> 0.727, its cat face
-    # fainter but there), and left the others as they were (seeds 1-3: `dogs` and `birds`
-    # unchanged; buildings' retina 0.714 -> 0.727).
+    # `scene_floor` (SCENE_FLOOR): where the finished dream's structural similarity with the
+    # photo (the engine's measure, 0.01-0.02 above the judge's) is under it, its change below
+    # 96 px is pulled back just far enough (engine.hold_scene), as far as the detail is coarse.
+    # It lifted the one photo short of issue 7's 0.70, the retina under `cats` (0.677 -> 0.718,
+    # its cat face fainter but there), and left the others as they were (seeds 1-3: `dogs`,
+    # `birds`, `insects` unchanged; buildings' retina 0.714 -> 0.718).
     # `structure_gain` (not dogs): structured regions take up to that many times the
     # step, so what the calmed plain regions give up is spent on the photo's edges, where heads
     # then grow.

@@ -315,6 +315,17 @@ def test_hold_scene_lifts_each_dream_to_its_floor_and_no_further(net) -> None:  
     assert torch.equal(hold_scene(out.clone(), x, [0.0]), out)
 
 
+def test_a_strip_too_thin_for_the_measure_dreams_without_the_floor(net) -> None:  # type: ignore[no-untyped-def]
+    """A 2000 x 40 strip is 96 x 2 at the measure's scale: no layout to read, no error."""
+    x = torch.rand(1, 3, 40, 2000)
+    assert torch.equal(hold_scene(x.clone(), torch.zeros_like(x), [0.9]), x)
+    with pytest.raises(InvalidParameterError, match="7 pixels"):
+        scene_similarity(x, x)
+    p = replace(runner.dream_params(PRESETS["cats"], seed=1), octaves=1, steps=1)
+    out = dream(x[0], net, runner.build_objective(PRESETS["cats"], net, None), p)
+    assert out.shape == x[0].shape
+
+
 def test_scene_floor_must_lie_below_one() -> None:
     with pytest.raises(InvalidParameterError, match="scene_floor"):
         DreamParams(scene_floor=1.0)
