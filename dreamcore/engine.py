@@ -529,7 +529,7 @@ def anchor_scene(
 # scene_similarity: the greyscale structural similarity (SSIM: 7-pixel windows, the sample
 # covariance, constants 0.01 and 0.03 of the range) of two pictures at _SCENE_SIDE pixels on the
 # long side, the scale at which a viewer reads the layout (tests/judge.structure reads it the
-# same way with scikit-image, from 8-bit Lanczos thumbnails; the two agree within about 0.01).
+# same way with scikit-image from 8-bit Lanczos thumbnails; this one reads 0.01-0.02 above it).
 _SCENE_SIDE = 96
 _SSIM_WINDOW = 7
 _SSIM_C1, _SSIM_C2 = 0.01**2, 0.03**2
