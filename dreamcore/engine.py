@@ -512,12 +512,9 @@ def anchor_scene(
     face are); the detail above it is where the dream lives. An image's amount 1 removes that
     band entirely at every step, 0 leaves the change alone.
     """
-    h, w = img.shape[-2:]
-    s = side / max(h, w)
-    if s >= 1 or not any(amounts):
+    if side >= max(img.shape[-2:]) or not any(amounts):
         return img
-    small = (max(1, round(h * s)), max(1, round(w * s)))
-    low = _up(_resize(img - base, small), (h, w))
+    low = _coarse_band(img - base, side)
     # Image by image with host floats: a per-image tensor built each step would be a blocking
     # host-to-device copy (a sync) on CUDA.
     for i, a in enumerate(amounts):
@@ -526,38 +523,46 @@ def anchor_scene(
     return img.clamp_(0, 1)
 
 
-# scene_similarity: the greyscale structural similarity (SSIM: 7-pixel windows, the sample
-# covariance, constants 0.01 and 0.03 of the range) of two pictures at _SCENE_SIDE pixels on the
-# long side, the scale at which a viewer reads the layout (tests/judge.structure reads it the
-# same way with scikit-image from 8-bit Lanczos thumbnails; this one reads 0.01-0.02 above it).
-_SCENE_SIDE = 96
-_SSIM_WINDOW = 7
+def _fit(h: int, w: int, side: int) -> tuple[int, int]:
+    """(h, w) scaled down to `side` pixels on the long side (as it is if no larger)."""
+    s = min(1.0, side / max(h, w))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _coarse_band(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The part of `x` below `side` pixels on the long side, at `x`'s size."""
+    return _up(_resize(x, _fit(*x.shape[-2:], side)), x.shape[-2:])
+
+
+# A viewer reads the layout at _LAYOUT_SIDE pixels on the long side, in windows of
+# _LAYOUT_WINDOW pixels: the photo's local contrast (`structure_weight`) and the scene's
+# structural similarity (`scene_similarity`) are both read there, as the test's SSIM is.
+_LAYOUT_SIDE = 96
+_LAYOUT_WINDOW = 7
+# scene_similarity: greyscale SSIM (the sample covariance, constants 0.01 and 0.03 of the range)
+# of two pictures' thumbnails (tests/judge.structure reads it the same way with scikit-image from
+# 8-bit Lanczos thumbnails; this one reads 0.01-0.02 above it).
 _SSIM_C1, _SSIM_C2 = 0.01**2, 0.03**2
 # hold_scene's bisection: 12 halvings find the pull-back to 1/4096, in two rounds.
 _HOLD_ITERATIONS = 12
 _HOLD_ROUNDS = 2
 
 
-def _thumb_size(h: int, w: int) -> tuple[int, int]:
-    s = min(1.0, _SCENE_SIDE / max(h, w))
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
 def _thumb(x: torch.Tensor) -> torch.Tensor:
-    size = _thumb_size(*x.shape[-2:])
+    size = _fit(*x.shape[-2:], _LAYOUT_SIDE)
     # Bicubic: near the Lanczos thumbnails of image tools (bilinear read 0.05 above them).
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
 
 
 def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B,): mean SSIM of two batches of greyscale pictures (B, 1, H, W) in [0, 1]."""
-    n = _SSIM_WINDOW**2
+    n = _LAYOUT_WINDOW**2
     cov = n / (n - 1)
-    if min(a.shape[-2:]) < _SSIM_WINDOW:
+    if min(a.shape[-2:]) < _LAYOUT_WINDOW:
         raise InvalidParameterError("scene similarity needs pictures of 7 pixels or more")
 
     def pool(x: torch.Tensor) -> torch.Tensor:  # the mean of each whole 7 x 7 window
-        return F.avg_pool2d(x, _SSIM_WINDOW, stride=1)
+        return F.avg_pool2d(x, _LAYOUT_WINDOW, stride=1)
 
     ma, mb = pool(a), pool(b)
     va = (pool(a * a) - ma * ma) * cov
@@ -585,24 +590,15 @@ def hold_scene(img: torch.Tensor, photo: torch.Tensor, floors: Sequence[float]) 
     pulled picture to [0, 1] can leave it just under (0.001 on a retina dreamed to 0.29), so a
     second round takes up what is left.
     """
-    if not any(floors) or min(_thumb_size(*img.shape[-2:])) < _SSIM_WINDOW:
+    if not any(floors) or min(_fit(*img.shape[-2:], _LAYOUT_SIDE)) < _LAYOUT_WINDOW:
         return img  # a strip (70000 x 8) has no layout the measure can read
     floor = torch.tensor(floors, dtype=img.dtype).to(img.device)
     target = _luma(_thumb(photo))
     for _ in range(_HOLD_ROUNDS):
-        low = _coarse_change(img, photo)
+        low = _coarse_band(img - photo, _LAYOUT_SIDE)  # the whole change in a small picture
         amount = _hold_amount(_thumb(img), _thumb(low), target, floor)
         img = img.sub_(low.mul_(amount[:, None, None, None])).clamp_(0, 1)
     return img
-
-
-def _coarse_change(img: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-    """The change below _SCENE_SIDE px on the long side (all of it in a picture that small)."""
-    h, w = img.shape[-2:]
-    s = _SCENE_SIDE / max(h, w)
-    if s >= 1:
-        return img - photo
-    return _up(_resize(img - photo, (max(1, round(h * s)), max(1, round(w * s)))), (h, w))
 
 
 def _hold_amount(
@@ -629,13 +625,6 @@ def _gate(calm: torch.Tensor, coarse: Sequence[float]) -> torch.Tensor:
     return calm
 
 
-# The photo's local contrast is read at this many pixels on the long side, in windows of
-# _CONTRAST_WINDOW pixels: the scale at which a viewer reads the layout (and the test's SSIM,
-# 7-pixel windows at 96 px).
-_CONTRAST_SIDE = 96
-_CONTRAST_WINDOW = 7
-
-
 def structure_weight(photo: torch.Tensor, plain: float, contrast: float) -> torch.Tensor:
     """(B, 1, H, W): 1 where the photo has structure, down to `plain` where it is plain.
 
@@ -645,12 +634,10 @@ def structure_weight(photo: torch.Tensor, plain: float, contrast: float) -> torc
     a region counts as structured, below it the weight falls linearly towards `plain`.
     """
     h, w = photo.shape[-2:]
-    s = min(1.0, _CONTRAST_SIDE / max(h, w))
-    small = (max(1, round(h * s)), max(1, round(w * s)))
-    y = _luma(_resize(photo, small))
-    pad = _CONTRAST_WINDOW // 2
-    mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="replicate"), _CONTRAST_WINDOW, stride=1)
-    sq = F.avg_pool2d(F.pad(y * y, (pad,) * 4, mode="replicate"), _CONTRAST_WINDOW, stride=1)
+    y = _luma(_resize(photo, _fit(h, w, _LAYOUT_SIDE)))
+    pad = _LAYOUT_WINDOW // 2
+    mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="replicate"), _LAYOUT_WINDOW, stride=1)
+    sq = F.avg_pool2d(F.pad(y * y, (pad,) * 4, mode="replicate"), _LAYOUT_WINDOW, stride=1)
     sd = (sq - mean * mean).clamp_(min=0).sqrt_()
     weight = (sd / contrast).clamp_(0, 1).mul_(1 - plain).add_(plain)
     return _up(weight, (h, w))  # bilinear: stays within [plain, 1]
