@@ -300,7 +300,7 @@ _ALL = [
         # (scene SSIM 0.26-0.63, now 0.72-0.82 at seeds 1-9; README, Presets, "`insects` keeps
         # the scene"). At 1 each the retina held less (0.711). Since the scene floor, the step
         # given back to structured regions goes up to x2 like `fish` (x1.7 before): heavy
-        # readings 0.144-0.176 -> 0.169-0.198 on every seed set and rounding tried.
+        # readings 0.142-0.176 -> 0.169-0.198 on every seed set and rounding tried.
         ("swallowtail",),
         picture_layers=("blocks.6",),
         layer_weight=0.5,
