@@ -559,9 +559,11 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n = _LAYOUT_WINDOW**2
     cov = n / (n - 1)
     if min(a.shape[-2:]) < _LAYOUT_WINDOW:
-        raise InvalidParameterError("scene similarity needs pictures of 7 pixels or more")
+        raise InvalidParameterError(
+            f"scene similarity needs pictures of {_LAYOUT_WINDOW} pixels or more on each side"
+        )
 
-    def pool(x: torch.Tensor) -> torch.Tensor:  # the mean of each whole 7 x 7 window
+    def pool(x: torch.Tensor) -> torch.Tensor:  # the mean of each whole window
         return F.avg_pool2d(x, _LAYOUT_WINDOW, stride=1)
 
     ma, mb = pool(a), pool(b)
