@@ -20,7 +20,10 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
   pulls the retina's and the cameraman's layout back to 0.716-0.718 SSIM, and the class term at
   2 (at 1.5 the floor took seeds 7-9 to 0.143 light): 0.214 / 0.148 / 0.060; seeds 4-6 0.186 /
   0.131 / 0.069, 7-9 0.207 / 0.143 / 0.065, fp32 NCHW 0.228 / 0.126 / 0.048, one thread 0.165
-  / 0.137 / 0.079.
+  / 0.137 / 0.079. With the step given back to structured regions up to x2.4 (was x2.2; 2026-11-29,
+  for the rocket at 256 px in tests/test_dogs.py): 0.225 / 0.135 / 0.054; seeds 4-6 0.223 / 0.151
+  / 0.074, 7-9 0.228 / 0.138 / 0.064, fp32 NCHW 0.189 / 0.118 / 0.065, one thread 0.254 / 0.198
+  / 0.075.
 - birds 0.109 / 0.074 / 0.082 (herons on the rocket's field); bars 0.06 / 0.04. Since it grows
   an eagle photo's features and keeps the scene (2026-11-28, a Xeon in fp32; tests/test_scene.py):
   0.102 / 0.111 / 0.069 (the rocket turned into a heron-like bird with its eye at the tip,

@@ -44,6 +44,8 @@ no plain_step, seed 1 only):
   With the scene floor (engine.hold_scene, 0.73 of the engine's own SSIM, in every animal
   preset) and the class term at 2: 0.751 / 0.728 / 0.718 / 0.716; the floor acts on the retina
   and the cameraman only, and on the other presets on buildings' retina (0.714 -> 0.718).
+  With the step given back to structured regions up to x2.4 (was x2.2; 2026-11-29): 0.734 /
+  0.727 / 0.716 / 0.714 (lowest 0.714 at seeds 4-6, 7-9, on fp32 NCHW and on one thread).
 - insects (2026-11-28, a Xeon in fp32): 0.324 / 0.626 / 0.261 / 0.406 -> 0.814 / 0.751 /
   0.723 / 0.768 (seeds 4-6: 0.808 / 0.753 / 0.724 / 0.765; 7-9: 0.820 / 0.751 / 0.722 / 0.764;
   fp32 NCHW 0.814 / 0.751 / 0.727 / 0.774; one thread 0.808 / 0.750 / 0.723 / 0.769), with
