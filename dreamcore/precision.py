@@ -81,7 +81,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
         # does not: on such a Xeon (no AMX) a whole dogs dream ran 1.47x slower in bf16 than
         # fp32 (5.89 / 4.00 s at 512 px, 2 threads, channels_last; 1.38x with today's `dogs`),
         # and every quality test holds in fp32 there since `buildings` takes both gradients
-        # (README, "Precision"). Emulated bf16 (AVX2) is 5x slower.
+        # (docs/speed.md, "Precision"). Emulated bf16 (AVX2) is 5x slower.
         return torch.bfloat16
     return torch.float32
 

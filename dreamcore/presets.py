@@ -103,7 +103,7 @@ def _animal(
     # Six octaves of 12 steps (`fish` 14) of 0.015: heads form in the coarse octaves (5 x 10 x
     # 0.01 grew none on the dark Hubble field). Coarse octaves take their gradient at 224 px,
     # the size the network was trained at: there it grows whole heads and bodies of the group,
-    # where a 100 px octave grew their texture (judge medians and pictures: README,
+    # where a 100 px octave grew their texture (judge medians and pictures: docs/presets.md,
     # tests/test_animals.py; about 1.8x the time). blocks.5 suits cats, fish and insects; birds
     # (as a layer) and buildings went back to feathers and window texture with it. blocks.4's
     # heads look like dogs (ImageNet is full of them): at weight 0.3 they no longer crowded out
@@ -113,7 +113,7 @@ def _animal(
     # field's stars grow, and the own-size one alone left coffee's heavy-blur bar a coin toss
     # (4 of 8 seeds on three roundings; 6-7 of 8 with both). The 224 px one counts as much as
     # the photo's detail is coarse (engine.coarse_weight): 0 on a star field, which dreams as
-    # before (README, "`dogs` on coffee"; tests/test_dogs.py).
+    # before (docs/presets.md, "`dogs` on coffee"; tests/test_dogs.py).
     # Each step's gradient is taken on the image turned by up to 5 degrees and scaled by up to
     # 10% (transformation robustness): heads come out whole, and dog readings that were coin
     # tosses between seeds and layouts clear their bars (the Hubble field's light reading, median
@@ -131,7 +131,7 @@ def _animal(
     # photo's edges and textures take whole steps. Scene SSIM (issue 7's goal
     # 0.70) went from 0.28-0.63 to 0.78-0.90 on the test photos (tests/test_scene.py), the dog
     # bars still met. Alone it met the bars of cats and insects at seeds 1-3 only; birds, fish
-    # and buildings fell far below (README, Presets, "`dogs` keeps the scene").
+    # and buildings fell far below (docs/presets.md, "`dogs` keeps the scene").
     # `scene_floor` (SCENE_FLOOR): where the finished dream's structural similarity with the
     # photo (the engine's measure, 0.01-0.02 above the judge's) is under it, its change below
     # 96 px is pulled back just far enough (engine.hold_scene), as far as the detail is coarse.
@@ -249,7 +249,7 @@ _ALL = [
         # At x2.4 (the scene floor holds the retina and the cameraman, so the step is
         # affordable): 3.3-4.4x on seeds 1-3, 7-9, NCHW and one thread, light 0.189-0.254 and
         # heavy 0.118-0.198 on every seed set and rounding; x2.6 took the rocket's scene to
-        # 0.706 (README, Presets, "`cats` keeps the scene").
+        # 0.706 (docs/presets.md, "`cats` keeps the scene").
         ("tabby", "tabby_face"),
         picture_layers=("blocks.6",),
         class_weight=2.0,
@@ -280,7 +280,7 @@ _ALL = [
         # scene free grew rays and fish heads over the whole frame (scene SSIM 0.28-0.62, now
         # 0.71-0.82 on seeds 1-9 and three roundings). The judge's reading is thin: with 12
         # steps it read 0.087 at seeds 4-6 (bar 0.1); with 14, 0.107-0.155 light and 0.093-0.122
-        # heavy (README, Presets, "`fish` keeps the scene"). Since the scene floor holds the
+        # heavy (docs/presets.md, "`fish` keeps the scene"). Since the scene floor holds the
         # layout, the step given back to structured regions goes up to x2 (not x1.7): the heavy
         # reading clears 0.1 on every seed set and rounding tried (0.112-0.169; 0.093 at seeds
         # 7-9 at x1.7), and the rocket turns into a scaled fish with its eye at the tip.
@@ -300,7 +300,7 @@ _ALL = [
         # `birds`: pale moths spread their wings beside the astronaut's head, the rocket's sky
         # becomes the wings of a butterfly whose body is the rocket. Before, the whole of
         # blocks.5 with the scene free grew long-legged beetles and beetle heads over the frame
-        # (scene SSIM 0.26-0.63, now 0.72-0.82 at seeds 1-9; README, Presets, "`insects` keeps
+        # (scene SSIM 0.26-0.63, now 0.72-0.82 at seeds 1-9; docs/presets.md, "`insects` keeps
         # the scene"). At 1 each the retina held less (0.711). Since the scene floor, the step
         # given back to structured regions goes up to x2 like `fish` (x1.7 before): heavy
         # readings 0.142-0.176 -> 0.169-0.198 on every seed set and rounding tried.

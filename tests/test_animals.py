@@ -33,7 +33,7 @@ Medians measured 2026-11-26 on 2 CPU threads (light / heavy / dog mass, light), 
 - fish 0.156 / 0.195 / 0.079; bars 0.1 / 0.1. insects 0.221 / 0.188 / 0.058; bars 0.1 / 0.06.
   On an H200 (2026-11-27) fish read 0.105 / 0.172 / 0.106, more dog than fish: since then it
   weighs the dog classes against its own at -0.5. Then, on a Xeon: 0.136 / 0.143 / 0.059 in
-  bf16, 0.130 / 0.135 / 0.073 in fp32 (README, Presets, for more seeds and layouts).
+  bf16, 0.130 / 0.135 / 0.073 in fp32 (docs/presets.md, for more seeds and layouts).
   Both take their gradients on a turned and scaled copy (presets._animal); before: fish 0.188 /
   0.197, insects 0.181 / 0.113; over seeds 1-5 (`--seeds 5`) now 0.230 / 0.220 and 0.221 / 0.183.
   Since `insects` grows a swallowtail photo's features and keeps the scene (2026-11-28, a Xeon
@@ -71,13 +71,14 @@ Over more seeds two of these held only at seeds 1-3 (measured 2026-11-27, seeds 
 heavy / dog): `birds` 0.082 / 0.058 / 0.086 on this path and 0.076 / 0.047 / 0.096 on NCHW, more
 dog than bird on both (since it grows an eagle's features it holds at seeds 1-6 and on both
 layouts, above); `buildings` 0.073 / 0.042 and 0.067 / 0.051, 0.056 / 0.032 with one
-thread. They stay as they are (issue 7, README "Another rounding without a GPU"). Seeds 1-9 in
-groups of three on a Xeon (2026-11-27): `buildings` meets both bars in 2 of 3 groups in bf16, 1
-in fp32, 3 with fp32 NCHW (README, "Precision"). Since `buildings` takes both gradients at
-its coarse octaves (own size and 224 px, like `dogs`), all nine groups pass on each of the three
-(light 0.082-0.097, heavy 0.060-0.077, dog 0.045-0.056), and seeds 1-3 on a Xeon in fp32 (CI's
-path since `auto` is fp32 there) read 0.097 / 0.077 / 0.050. There `birds` read 0.079 / 0.057
-/ 0.070 before it took the eagle: more bird than dog, by a thin margin.
+thread. They stay as they are (issue 7, docs/speed.md, "Another rounding without a GPU").
+Seeds 1-9 in groups of three on a Xeon (2026-11-27): `buildings` meets both bars in 2 of 3
+groups in bf16, 1 in fp32, 3 with fp32 NCHW (docs/speed.md, "Precision"). Since `buildings`
+takes both gradients at its coarse octaves (own size and 224 px, like `dogs`), all nine groups
+pass on each of the three (light 0.082-0.097, heavy 0.060-0.077, dog 0.045-0.056), and seeds
+1-3 on a Xeon in fp32 (CI's path since `auto` is fp32 there) read 0.097 / 0.077 / 0.050.
+There `birds` read 0.079 / 0.057 / 0.070 before it took the eagle: more bird than dog, by a thin
+margin.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ and an H200 failed this file at seeds 1-3 (0.099 / 0.688 / 0.187). With the 224 
 beside it: 6 / 8 (median 0.41), 7 / 8 (0.58) and 7 / 8 (0.55). The Hubble field, whose detail is
 fine, keeps the own-size gradient alone and its pictures (light view 0.2 met at 14 of 16 seeds
 on the two CPU roundings). Seeds 1-3 on CUDA remain the unlucky ones (0.300, at the bar). The
-recipes tried: README, "`dogs` on coffee".
+recipes tried: docs/presets.md, "`dogs` on coffee".
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def test_cats_grow_more_cat_than_dog() -> None:
     grows a tabby photo's features and keeps the scene (2026-11-28, Xeon fp32): coffee 0.201 /
     0.055, rocket 0.163 / 0.041: 3.7x / 3.9x; fp32 NCHW 4.3x / 3.9x, one thread 4.2x / 3.9x. Thin
     on the rocket, whose calmed sky grows cats at some seeds and not others: seeds 4-6 4.8x /
-    3.2x, seeds 7-9 3.8x / 2.4x (README, Presets, "`cats` keeps the scene"). With the scene
+    3.2x, seeds 7-9 3.8x / 2.4x (docs/presets.md, "`cats` keeps the scene"). With the scene
     floor and the class term at 2: 4.0x / 3.5x; fp32 NCHW 4.0x / 3.5x, one thread 4.2x / 4.5x;
     seeds 7-9 4.5x / 2.3x (the floor leaves the rocket alone: its scene is above it). With the
     step given back to structured regions up to x2.4 (was x2.2; 2026-11-29): 3.6x / 4.1x; seeds

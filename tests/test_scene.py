@@ -40,7 +40,7 @@ no plain_step, seed 1 only):
   scene keeping with the layout below 24 px held and the step given back to structured regions
   up to 2.2x; short of the goal on the retina, where the cat's face it grows takes the rest
   (at 20 px and 1.7x: 0.707-0.712 on seeds 1-9, but the rocket at 256 px read 2.1-3.8x cat
-  over dog where tests/test_dogs.py asks 3x; README, Presets, "`cats` keeps the scene").
+  over dog where tests/test_dogs.py asks 3x; docs/presets.md, "`cats` keeps the scene").
   With the scene floor (engine.hold_scene, 0.73 of the engine's own SSIM, in every animal
   preset) and the class term at 2: 0.751 / 0.728 / 0.718 / 0.716; the floor acts on the retina
   and the cameraman only, and on the other presets on buildings' retina (0.714 -> 0.718).

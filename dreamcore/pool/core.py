@@ -109,7 +109,7 @@ log = logging.getLogger(__name__)
 _TIMES_KEPT = 1000
 # The default batch on CUDA. 16 concurrent 512 px `dogs` jobs on 4 workers of an H100, against
 # one in-process worker in the same run: 1.83x unbatched, 3.44x with batches of up to 4, 4.08x
-# with up to 8 (p95 11.8 / 6.3 / 5.3 s; README, "An H100 run").
+# with up to 8 (p95 11.8 / 6.3 / 5.3 s; docs/speed.md, "An H100 run").
 GPU_BATCH = 8
 _MAX_RESTART_DELAY_S = 60.0
 
