@@ -22,7 +22,7 @@ from .models import DreamNet, load_model
 from .objectives import Objective
 from .precision import autocast, precision_name, resolve_layout, resolve_precision
 from .presets import PRESETS, resolve
-from .runner import build_objective, default_device, dream_params
+from .runner import build_objective, dream_params, resolve_device
 
 __all__ = ["BenchRow", "bench_picture", "format_table", "run_benchmark"]
 
@@ -115,7 +115,7 @@ def run_benchmark(
     from .jobs import DreamOverrides
 
     p = resolve(PRESETS[preset], DreamOverrides(model=model))
-    dev = torch.device(device or default_device())
+    dev = torch.device(resolve_device(device))
     dtype = resolve_precision(precision, dev)
     fast_layout = resolve_layout(layout, dev)
     net = load_model(p.model, dev, layout=fast_layout)

@@ -77,39 +77,41 @@ def _parser() -> argparse.ArgumentParser:
         default=[Path("assets/chelsea.png"), Path("assets/daisies.png")],
         help="guide pictures for guide presets: one row each (none: no guide rows)",
     )
-    g.add_argument("--size", type=int, default=320, help="longer side of each picture")
+    g.add_argument("--size", type=_side, default=320, help="longer side of each picture (320)")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--device")
 
     b = sub.add_parser("bench", help="time a dream step against the floor (or the pool)")
     b.add_argument("--model")
-    b.add_argument("-p", "--preset", default="dogs")
-    b.add_argument("--sizes", default="512,1024,2048")
+    b.add_argument("-p", "--preset", default="dogs", help="(dogs)")
+    b.add_argument("--sizes", type=_sides, default=(512, 1024, 2048), help="(512,1024,2048)")
     b.add_argument("--device")
     b.add_argument(
-        "--repeats", type=int, help="timed runs, the fastest counts (default 10; --explore: 1)"
+        "--repeats", type=_count, help="timed runs, the fastest counts (default 10; --explore: 1)"
     )
     b.add_argument("--precision", choices=PRECISIONS, default="auto")
     b.add_argument("--layout", choices=("auto", "nchw", "channels_last"), default="auto")
     b.add_argument(
         "--compare", action="store_true", help="also time the plain fp32 NCHW path, interleaved"
     )
-    b.add_argument("--dream-repeats", type=int, default=1, help="whole dreams per path and size")
+    b.add_argument("--dream-repeats", type=_count, default=1, help="whole dreams per path and size")
     b.add_argument("--json", action="store_true", help="one JSON object per line")
     b.add_argument("--pool", action="store_true", help="benchmark the process pool instead")
     b.add_argument(
         "--zoom", action="store_true", help="a zoom frame's time against a still's step budget"
     )
-    b.add_argument("--frames", type=int, default=6, help="with --zoom: frames per timed zoom")
+    b.add_argument("--frames", type=_count, default=6, help="with --zoom: frames per timed zoom")
     b.add_argument(
         "--explore",
         action="store_true",
         help="an explorer sheet dreamed cell by cell against batched cells, in one run",
     )
-    b.add_argument("--steps", type=int, help="with --explore: steps per octave (default: 10)")
-    b.add_argument("--workers", default="1,2", help="with --pool: worker counts to compare")
-    b.add_argument("--jobs", type=int, default=8, help="with --pool: jobs per burst")
-    b.add_argument("--threads", type=int, help="with --pool: torch threads per process")
+    b.add_argument("--steps", type=_count, help="with --explore: steps per octave (default: 10)")
+    b.add_argument(
+        "--workers", type=_ints, default=(1, 2), help="with --pool: worker counts to compare (1,2)"
+    )
+    b.add_argument("--jobs", type=_count, default=8, help="with --pool: jobs per burst (8)")
+    b.add_argument("--threads", type=_count, help="with --pool: torch threads per process")
     b.add_argument(
         "--batch",
         type=_ints,
@@ -185,8 +187,17 @@ def validation_message(exc: ValidationError) -> str:
     cause = err.get("ctx", {}).get("error")
     if isinstance(cause, DreamError):
         return str(cause)
-    where = ".".join(str(x) for x in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
+    fields = [str(x) for x in err["loc"] if not isinstance(x, int)]
+    if not fields:
+        return err["msg"]
+    # The option a user typed, not the spec's field: overrides.max_size -> --max-size.
+    field = fields[-1]
+    option = _OPTIONS.get(field, "--" + field.replace("_", "-"))
+    return f"{option}: {err['msg']}"
+
+
+# Spec fields whose option has another name.
+_OPTIONS = {"output_budget": "--budget", "top_channels": "--top-channels", "preset": "--preset"}
 
 
 def _fail(message: str) -> None:
@@ -225,13 +236,12 @@ def _dream(args: argparse.Namespace) -> int:
     spec = JobSpec(preset=preset, overrides=overrides, seed=args.seed, guide=guide)
     decoded = decode_image(args.input.read_bytes())
     output = args.output or args.input.with_name(f"{args.input.stem}-{spec.preset}.png")
+    fmt = _output_format(output, {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"})
     with _progress_bar(enabled=not args.quiet and sys.stderr.isatty()) as progress:
         out, preset, seed = dream_decoded(decoded, spec, device=args.device, progress=progress)
-    fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(output.suffix.lower(), "png")
     data, _ = encode_image(out, decoded.alpha, budget=2**40, format=fmt)
     output.write_bytes(data)
-    guided = f", guided by {args.guide.name}" if args.guide else ""
-    print(f"{output}  (preset {spec.preset}{guided}, model {preset.model}, seed {seed})")
+    print(f"{output}  (preset {spec.preset}{_guided(args)}, model {preset.model}, seed {seed})")
     return 0
 
 
@@ -239,9 +249,8 @@ def _zoom(args: argparse.Namespace) -> int:
     from .runner import run_job
 
     output = args.output or args.input.with_name(f"{args.input.stem}-zoom.mp4")
-    fmt = output.suffix.lower().lstrip(".")
-    if fmt not in ("mp4", "gif", "webp"):
-        raise DreamError(f"A zoom is written as .mp4, .gif or .webp, not {output.suffix!r}.")
+    fmt = _output_format(output, {".mp4": "mp4", ".gif": "gif", ".webp": "webp"})
+    guide = args.guide.read_bytes() if args.guide else None
     zoom = ZoomSpec(
         frames=args.frames,
         zoom=args.zoom,
@@ -252,10 +261,10 @@ def _zoom(args: argparse.Namespace) -> int:
         between=args.between,
     )
     spec = JobSpec(
-        preset=args.preset or "default",
+        preset=args.preset or ("guide" if guide else "default"),
         overrides=_overrides(args),
         seed=args.seed,
-        guide=args.guide.read_bytes() if args.guide else None,
+        guide=guide,
         output_budget=args.budget,
         zoom=zoom,
     )
@@ -265,7 +274,8 @@ def _zoom(args: argparse.Namespace) -> int:
     output.write_bytes(result.image)
     print(
         f"{output}  ({result.frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
-        f"{len(result.image)} bytes; preset {spec.preset}, model {result.model}, seed {result.seed})"
+        f"{len(result.image)} bytes; preset {spec.preset}{_guided(args)}, model {result.model}, "
+        f"seed {result.seed})"
     )
     return 0
 
@@ -274,9 +284,7 @@ def _explore(args: argparse.Namespace) -> int:
     from .runner import run_job
 
     output = args.output or args.input.with_name(f"{args.input.stem}-explore.png")
-    suffix = output.suffix.lower()
-    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise DreamError(f"A sheet is written as .png, .jpg or .webp, not {output.suffix!r}.")
+    fmt = _output_format(output, {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"})
     explore = ExploreSpec(
         layers=_names(args.layers),
         presets=_names(args.presets),
@@ -293,12 +301,11 @@ def _explore(args: argparse.Namespace) -> int:
     image = args.input.read_bytes()
     with _progress_bar(enabled=not args.quiet and sys.stderr.isatty(), unit="cell") as progress:
         result = run_job(image, spec, device=args.device, progress=progress)
-    if suffix == ".png" and result.format == "png":
+    if fmt == "png" and result.format == "png":
         output.write_bytes(result.image)  # an unlimited budget keeps it lossless
     else:
         from .images import decode_image, encode_image
 
-        fmt = {".png": "png", ".webp": "webp"}.get(suffix, "jpeg")
         output.write_bytes(encode_image(decode_image(result.image).rgb, format=fmt)[0])
     print(
         f"{output}  ({result.frames} dreams, {result.width}x{result.height}; "
@@ -307,12 +314,57 @@ def _explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    """`4` or `4,8`: argparse turns the ValueError into a usage error."""
-    values = tuple(int(n) for n in text.split(",") if n.strip())
-    if not values:
-        raise ValueError(text)
+def _output_format(output: Path, formats: dict[str, str]) -> str:
+    """The format an output file's suffix names, checked before any dreaming."""
+    fmt = formats.get(output.suffix.lower())
+    if fmt is None:
+        *first, last = formats
+        raise InvalidParameterError(
+            f"{output.name!r}: name the output {', '.join(first)} or {last}, the formats it is "
+            "written in."
+        )
+    return fmt
+
+
+def _guided(args: argparse.Namespace) -> str:
+    return f", guided by {args.guide.name}" if args.guide else ""
+
+
+def _ints(text: str, least: int = 1) -> tuple[int, ...]:
+    """`4` or `4,8`, each at least `least`: argparse turns the error into a usage error."""
+    try:
+        values = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < least:
+        raise argparse.ArgumentTypeError(
+            f"want whole numbers of at least {least}, separated by commas, not {text!r}"
+        )
     return values
+
+
+def _number(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"want a whole number of at least {least}, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """How many of something: at least 1."""
+    return _number(text, 1)
+
+
+def _side(text: str) -> int:
+    """A picture's side in pixels: at least 32, as a dream's `max_size`."""
+    return _number(text, 32)
+
+
+def _sides(text: str) -> tuple[int, ...]:
+    return _ints(text, least=32)
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -361,7 +413,10 @@ def _layers(args: argparse.Namespace) -> int:
     for li in info.layers:
         mark = "  (default)" if li.name == info.default_layer else ""
         print(f"  {li.name:<12} {li.depth:<4}  {li.channels:>5} channels, stride {li.stride}{mark}")
-    print("Amplify one channel with --channel LAYER:INDEX (0 to channels - 1), e.g. blocks.4:7.")
+    print(
+        "Amplify one channel with --channel LAYER:INDEX (0 to channels - 1), "
+        f"e.g. {info.default_layer}:7."
+    )
     return 0
 
 
@@ -387,17 +442,13 @@ def _gallery(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        raise DreamError(
-            f"--sizes must be integers separated by commas, not {args.sizes!r}"
-        ) from None
+    sizes = list(args.sizes)
+    args.preset = JobSpec(preset=args.preset).preset  # an unknown name fails here, with the closest
     if args.pool and args.backend == "ray":
         from .pool.raybench import format_table as ray_table
         from .pool.raybench import run_ray_benchmark
 
-        workers = [int(w) for w in args.workers.split(",")]
+        workers = list(args.workers)
         rows = run_ray_benchmark(
             workers,
             args.jobs,
@@ -440,7 +491,7 @@ def _bench(args: argparse.Namespace) -> int:
         from .poolbench import format_table as pool_table
         from .poolbench import run_pool_benchmark
 
-        workers = [int(w) for w in args.workers.split(",")]
+        workers = list(args.workers)
         rows = run_pool_benchmark(
             workers,
             args.jobs,

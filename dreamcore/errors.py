@@ -12,6 +12,7 @@ from collections.abc import Sequence
 __all__ = [
     "CorruptImageError",
     "DeviceMemoryError",
+    "DeviceUnavailableError",
     "DreamCancelled",
     "DreamError",
     "EmptyImageError",
@@ -92,6 +93,10 @@ class WeightsError(DreamError):
 
 class WeightsUnavailableError(WeightsError):
     """Weights are not on this machine and cannot be downloaded."""
+
+
+class DeviceUnavailableError(InvalidParameterError):
+    """A device that is not on this machine (a CUDA device where there is none), or no device."""
 
 
 class DeviceMemoryError(DreamError):

@@ -16,13 +16,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .engine import DreamParams, dream_batch, shared_part
-from .errors import DreamCancelled, InvalidParameterError
+from .errors import DreamCancelled, InvalidParameterError, UnknownPresetError
 from .images import cap_side, decode_image, encode_image, to_image, to_tensor
 from .jobs import DreamOverrides, ExploreSpec, JobResult, JobSpec, Progress
 from .models import LOGITS, DreamNet, ModelInfo, get_model, load_model
 from .objectives import Objective, each, term_layout
-from .presets import PRESETS, Preset, Term, resolve
-from .runner import build_objective, default_device, dream_params, resolve_spec
+from .presets import PRESETS, Preset, Term, closest_preset, resolve
+from .runner import build_objective, dream_params, resolve_device, resolve_spec
 
 __all__ = [
     "EXPLORE_BATCH",
@@ -120,8 +120,8 @@ def explore_cells(
     presets = class_presets() if explore.presets is None else list(explore.presets)
     for name in presets:
         if name not in PRESETS:
-            raise InvalidParameterError(f"Unknown preset {name!r} for the explorer.")
-    net = load_model(base.model, device or default_device())
+            raise UnknownPresetError(closest_preset(name))
+    net = load_model(base.model, resolve_device(device))
     small = cap_side(rgb, side)
     x = to_tensor(small)
 

@@ -18,7 +18,7 @@ from .explore import EXPLORE_BATCH, explore_cells
 from .images import to_image
 from .jobs import DreamOverrides, ExploreSpec
 from .presets import resolve
-from .runner import default_device
+from .runner import resolve_device
 
 __all__ = ["ExploreBenchRow", "format_table", "run_explore_benchmark"]
 
@@ -63,7 +63,7 @@ def run_explore_benchmark(
     repeats: int = 1,
 ) -> list[ExploreBenchRow]:
     """Per size: a warm-up sheet, then `repeats` x (alone, batched) interleaved; fastest counts."""
-    dev = device or default_device()
+    dev = resolve_device(device)
     rows = []
     for size in sizes:
         _sheet(size, dev, batch, 1)  # warm-up: the model, the allocator, every shape once

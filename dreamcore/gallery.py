@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import cap_side
+from .images import cap_side, decode_image
 from .presets import PRESETS
 from .runner import dream_image
 
@@ -51,8 +51,11 @@ def make_gallery(
     default strength: what a user gets from `!dream <preset>` (and `!dream like` with each of
     `guides`; without guides, guide presets are left out).
     """
+    # Read as a dream job reads them: upright by EXIF, a typed error for what is not a picture.
+    sources = [cap_side(decode_image(p.read_bytes()).rgb, side) for p in photos]
+    guided = any(t.kind == "guide" for name in presets for t in PRESETS[name].terms)
+    guide_pictures = [cap_side(decode_image(p.read_bytes()).rgb, side) for p in guides if guided]
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources = [cap_side(Image.open(p).convert("RGB"), side) for p in photos]
     rows = [("photo", "the photos as given", _row(sources, side))]
     for name in presets:
         preset = PRESETS[name]
@@ -61,8 +64,7 @@ def make_gallery(
             rows.append((name, preset.description, _row(dreamed, side)))
             log(f"{name}: done")
             continue
-        for path in guides:
-            guide = cap_side(Image.open(path).convert("RGB"), side)
+        for path, guide in zip(guides, guide_pictures, strict=True):
             dreamed = [
                 dream_image(src, preset, seed=seed, device=device, guide_image=guide)
                 for src in sources

@@ -232,7 +232,11 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"Cannot read weights file {path}: {exc}") from exc
+        # torch's own message (an unpickling opcode, a zip offset) tells a user nothing.
+        raise WeightsError(
+            f"Cannot read weights file {path}: not a PyTorch weights file (a state dict saved "
+            f"with torch.save), or a damaged one ({type(exc).__name__})."
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .engine import CancelFn, Colour, DreamParams, ProgressFn, dream_batch
-from .errors import DreamCancelled, ImageError, InvalidParameterError
+from .errors import DeviceUnavailableError, DreamCancelled, ImageError, InvalidParameterError
 from .images import (
     DecodedImage,
     add_detail,
@@ -39,6 +39,7 @@ __all__ = [
     "dream_images",
     "dream_params",
     "is_greyscale",
+    "resolve_device",
     "resolve_spec",
     "run_batch",
     "run_job",
@@ -55,9 +56,34 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | None) -> str:
+    """`device` checked against this machine (None: `default_device`), so a typo or a GPU that is
+    not there is a typed error before any model loads, not torch's traceback mid-job."""
+    if device is None:
+        return default_device()
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        kind = None
+    if kind is None or kind.type not in ("cpu", "cuda"):
+        raise InvalidParameterError(f"Unknown device {device!r}: use cpu, cuda or cuda:N.")
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceUnavailableError(
+                f"Device {device!r} asked for, but this machine has no usable CUDA GPU: use cpu."
+            )
+        if kind.index is not None and kind.index >= count:
+            raise DeviceUnavailableError(
+                f"Device {device!r} asked for, but this machine has {count} CUDA GPU(s): "
+                f"cuda:0 to cuda:{count - 1}."
+            )
+    return device
+
+
 def warm_up(models: Sequence[str], device: str | None = None) -> None:
     """Load each model into this process's cache, so the first job pays nothing for it."""
-    dev = device or default_device()
+    dev = resolve_device(device)
     for name in models:
         load_model(name, dev, layout=default_layout(dev))
 
@@ -185,7 +211,7 @@ def dream_images(
     n = len(rgbs)
     progress = progress or [None] * n
     should_cancel = should_cancel or [None] * n
-    dev = device or default_device()
+    dev = resolve_device(device)
     net = load_model(preset.model, dev, layout=default_layout(dev))
     objective = build_objective(preset, net, guide_image)
     works = [cap_side(rgb, preset.max_size) for rgb in rgbs]

@@ -23,7 +23,7 @@ from .images import cap_side, decode_image, to_image, to_tensor
 from .jobs import JobResult, JobSpec, Progress, ZoomSpec
 from .models import load_model
 from .presets import Preset
-from .runner import build_objective, default_device, dream_params, resolve_spec
+from .runner import build_objective, dream_params, resolve_device, resolve_spec
 from .video import encode_animation
 
 __all__ = ["in_between", "run_zoom", "zoom_frames", "zoom_in"]
@@ -94,7 +94,7 @@ def zoom_frames(
     With `zoom.between`, that many in-between frames (`in_between`) precede each dreamed frame
     after the first.
     """
-    net = load_model(preset.model, device or default_device())
+    net = load_model(preset.model, resolve_device(device))
     objective = build_objective(preset, net, guide_image)
     x = to_tensor(cap_side(rgb, preset.max_size))
     still = dream_params(preset, seed)

@@ -20,7 +20,7 @@ from .benchmark import bench_picture
 from .engine import octave_sizes
 from .images import to_image
 from .jobs import DreamOverrides, JobSpec, Progress, ZoomSpec, zoom_cost
-from .runner import default_device, dream_params, resolve_spec
+from .runner import dream_params, resolve_device, resolve_spec
 from .zoom import zoom_frames
 
 __all__ = ["ZoomBenchRow", "format_table", "run_zoom_benchmark", "still_full_steps"]
@@ -82,7 +82,7 @@ def run_zoom_benchmark(
     repeats: int = 2,
 ) -> list[ZoomBenchRow]:
     """Per size: a few zooms of `frames` frames after a warm-up; the fastest of each time counts."""
-    dev = device or default_device()
+    dev = resolve_device(device)
     zoom = ZoomSpec(frames=frames, frame_steps=frame_steps)
     rows = []
     for size in sizes:
