@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--layers", help="comma-separated layers (default: the model's feature layers)")
     e.add_argument("--presets", help="comma-separated presets (default: the class presets)")
     e.add_argument("--top-channels", metavar="LAYER", help="add the top channels of LAYER")
-    e.add_argument("--channels", type=int, default=4, help="how many top channels")
+    e.add_argument("--channels", type=_count, default=4, help="how many top channels (4)")
 
     sub.add_parser("presets", help="list the presets")
 
@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
             Path("assets/camera.png"),
         ],
     )
-    g.add_argument("-o", "--out-dir", type=Path, default=Path("assets/gallery"))
+    g.add_argument(
+        "-o", "--out-dir", type=Path, default=Path("assets/gallery"), help="(assets/gallery)"
+    )
     g.add_argument("-p", "--presets", help="comma-separated (default: all)")
     g.add_argument(
         "--guides",
@@ -141,7 +143,9 @@ def _dream_options(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--octaves", type=int)
     p.add_argument("--strength", type=float)
-    p.add_argument("--max-size", type=int)
+    p.add_argument(
+        "--max-size", type=int, help="longest side dreamed (the preset's, 1024; explore: 256)"
+    )
     p.add_argument("--tile-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--weights", type=Path, help="a local weights file for --model")
