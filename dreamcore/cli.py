@@ -200,8 +200,8 @@ def validation_message(exc: ValidationError) -> str:
     return f"{option}: {err['msg']}"
 
 
-# Spec fields whose option has another name.
-_OPTIONS = {"output_budget": "--budget", "top_channels": "--top-channels", "preset": "--preset"}
+# Spec fields whose option is not the field's name with dashes.
+_OPTIONS = {"output_budget": "--budget"}
 
 
 def _fail(message: str) -> None:
