@@ -96,7 +96,7 @@ class WeightsUnavailableError(WeightsError):
 
 
 class DeviceUnavailableError(InvalidParameterError):
-    """A device that is not on this machine (a CUDA device where there is none), or no device."""
+    """A device this machine lacks: CUDA where there is no GPU, or a GPU past the last one."""
 
 
 class DeviceMemoryError(DreamError):
