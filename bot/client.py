@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from .cogs import EXTENSIONS
-from .errors import PoliteError
+from .errors import PoliteError, quoted
 from .replies import ChannelReply
 from .service import DreamService
 from .settings import Settings
@@ -54,7 +54,7 @@ class DreamTree(app_commands.CommandTree["DreamBot"]):
         elif isinstance(original, PoliteError):
             text = original.message
         elif isinstance(error, app_commands.TransformerError):
-            text = f"I couldn't read `{error.value}` there."
+            text = f"I couldn't read {quoted(error.value)} there."
         else:
             log.error("App command %r failed", interaction.command, exc_info=original)
             text = "Something went wrong on my side; please try again."

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args, get_origin
 
@@ -22,7 +22,7 @@ from dreamcore.errors import InvalidParameterError
 from dreamcore.jobs import DreamOverrides, JobSpec, ZoomSpec
 from dreamcore.presets import PRESETS, resolve
 
-from .errors import PoliteError
+from .errors import PoliteError, quoted
 from .store import GuildConfig, ServerPreset
 
 __all__ = [
@@ -112,7 +112,7 @@ def parse_dream_args(text: str, extra: tuple[str, ...] = ()) -> DreamArgs:
             if preset is not None:
                 raise PoliteError(
                     f"I expected one preset name and then options like `strength=2`, "
-                    f"but got both {preset!r} and {token!r}."
+                    f"but got both {quoted(preset)} and {quoted(token)}."
                 )
             preset = token.strip().lower()
             continue
@@ -122,11 +122,11 @@ def parse_dream_args(text: str, extra: tuple[str, ...] = ()) -> DreamArgs:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise PoliteError(
-                f"I don't know the option `{key}`.{hint} "
+                f"I don't know the option {quoted(key)}.{hint} "
                 f"Options: {', '.join([*USER_OPTIONS, *extra])}."
             )
         if not value.strip():
-            raise PoliteError(f"The option `{key}` needs a value, like `{key}=2`.")
+            raise PoliteError(f"The option {quoted(key)} needs a value, like {quoted(key + '=2')}.")
         options[OPTION_ALIASES.get(key, key)] = value.strip()
     return DreamArgs(preset, options)
 
@@ -175,7 +175,7 @@ class Catalog:
         close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.5)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         return PoliteError(
-            f"There is no preset `{name}` here.{hint} Presets: {', '.join(self.names)}."
+            f"There is no preset {quoted(name)} here.{hint} Presets: {', '.join(self.names)}."
         )
 
 
@@ -235,7 +235,8 @@ def _check_and_cap(spec: JobSpec, catalog: Catalog) -> JobSpec:
         close = difflib.get_close_matches(o.model, catalog.models, n=1, cutoff=0.4)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         raise PoliteError(
-            f"The model `{o.model}` is not offered here.{hint} Models: {', '.join(catalog.models)}."
+            f"The model {quoted(o.model)} is not offered here.{hint} "
+            f"Models: {', '.join(catalog.models)}."
         )
     if o.max_size is not None and o.max_size > catalog.max_side:
         raise _size_error(catalog)
@@ -269,7 +270,9 @@ def validate_server_preset(
     if base not in offered:
         close = difflib.get_close_matches(base, offered, n=1, cutoff=0.5)
         hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise PoliteError(f"`{base}` is not a built-in preset.{hint} Bases: {', '.join(offered)}.")
+        raise PoliteError(
+            f"{quoted(base)} is not a built-in preset.{hint} Bases: {', '.join(offered)}."
+        )
     values = {k: v for k, v in options.items() if v is not None and v != ""}
     try:
         spec = JobSpec.model_validate({"preset": base, "overrides": values})
@@ -288,19 +291,28 @@ def option_range(name: str) -> str:
     choices = [f"`{c}`" for c in _choices(info.annotation)]
     if choices:
         return " or ".join(filter(None, [", ".join(choices[:-1]), choices[-1]]))
-    low = high = None
-    for meta in info.metadata:
+    return _bounds(info.annotation, info.metadata)
+
+
+def _bounds(annotation: object, metadata: Sequence[object]) -> str:
+    """'a number above 0.0, up to 0.1', 'a whole number between 0 and 7', 'a name of 1 to 64
+    characters': what a field's constraints allow, in words."""
+    low = high = shortest = longest = None
+    strict = False
+    for meta in metadata:
         if isinstance(meta, Ge | Gt):
-            low = meta.ge if isinstance(meta, Ge) else meta.gt
+            low, strict = (meta.ge, False) if isinstance(meta, Ge) else (meta.gt, True)
         elif isinstance(meta, Le | Lt):
             high = meta.le if isinstance(meta, Le) else meta.lt
-        elif hasattr(meta, "min_length"):
-            return f"a name of {meta.min_length} to {getattr(meta, 'max_length', '?')} characters"
-    kind = "a whole number" if info.annotation in (int, int | None) else "a number"
+        shortest = getattr(meta, "min_length", shortest)
+        longest = getattr(meta, "max_length", longest)
+    if shortest is not None or longest is not None:
+        return f"a name of {shortest or 0} to {longest} characters"
+    kind = "a whole number" if annotation in (int, int | None) else "a number"
     if low is not None and high is not None:
-        return f"{kind} between {low} and {high}"
+        return f"{kind} above {low}, up to {high}" if strict else f"{kind} between {low} and {high}"
     if low is not None:
-        return f"{kind} above {low}"
+        return f"{kind} above {low}" if strict else f"{kind} of at least {low}"
     return kind
 
 
@@ -357,4 +369,9 @@ def zoom_spec(options: Mapping[str, object], *, default_frames: int, max_frames:
             raise PoliteError("`zoom` must be a number from 1.0 to 1.5 (1.04 is gentle).") from None
         if where == "rotate":
             raise PoliteError("`rotate` must be degrees per frame, from -45 to 45.") from None
-        raise PoliteError(f"`{where}`: {err['msg']}.") from None
+        field = ZoomSpec.model_fields.get(where)
+        if field is None:
+            raise PoliteError(f"{quoted(where)}: {err['msg']}.") from None
+        raise PoliteError(
+            f"`{where}` must be {_bounds(field.annotation, field.metadata)}."
+        ) from None

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import discord
 
-from .errors import PoliteError
+from .errors import PoliteError, quoted
 
 __all__ = [
     "DownloadPolicy",
@@ -61,8 +61,10 @@ async def find_image(
     if option is not None:
         return option
     if message is not None:
-        if message.attachments:
-            return message.attachments[0]
+        if message.attachments:  # the first image; the first file if none is one (it is refused)
+            return next(
+                (a for a in message.attachments if looks_like_image(a)), message.attachments[0]
+            )
         replied = await replied_to(message)
         if replied is not None and replied.attachments:
             return next(
@@ -103,11 +105,11 @@ def check_attachment(attachment: discord.Attachment, policy: DownloadPolicy) -> 
     content_type = (attachment.content_type or "").split(";")[0].strip().lower()
     if content_type and not content_type.startswith("image/"):
         raise PoliteError(
-            f"`{attachment.filename}` isn't an image; send a JPEG, PNG, WebP, GIF or BMP photo."
+            f"{quoted(attachment.filename)} isn't an image; send a JPEG, PNG, WebP, GIF or BMP photo."
         )
     if attachment.width is None or attachment.height is None:
         raise PoliteError(
-            f"I can't read `{attachment.filename}` as an image; "
+            f"I can't read {quoted(attachment.filename)} as an image; "
             "send a JPEG, PNG, WebP, GIF or BMP photo."
         )
     if attachment.width * attachment.height > policy.max_pixels:

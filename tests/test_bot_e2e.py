@@ -442,6 +442,25 @@ async def test_unknown_preset_or_option_gets_one_sentence_naming_the_valid_ones(
     assert len(replies_to(fake, asked)) == 1
 
 
+async def test_a_name_too_long_to_echo_or_full_of_backticks_still_gets_a_clean_reply(
+    fake: FakeDiscord, bot: DreamBot
+) -> None:
+    """A 1990-character preset name was echoed whole: Discord refused the reply (over 2000
+    characters, 400 50035) and the member got nothing, in chat and in /dream. Backticks in a
+    name ended the code span it was shown in. The fake Discord refuses what Discord would."""
+    asked = await ask(fake, "!dream " + "a" * 1990)
+    reply = await fake.wait_for_reply()
+    assert reply["message_reference"]["message_id"] == asked["id"]
+    assert "There is no preset `aaaa" in reply["content"] and "a…`" in reply["content"]
+    assert len(reply["content"]) < 400
+    interaction = await fake.slash("dream", {"preset": "b" * 2500})
+    answer = await wait_callback(fake, interaction)
+    assert "There is no preset `bbbb" in answer.json["data"]["content"]
+    await ask(fake, "!dream `x`y")
+    reply = await fake.wait_for_reply()
+    assert "There is no preset `ˋxˋy` here." in reply["content"]
+
+
 async def test_a_result_after_the_token_expired_goes_to_the_channel(
     fake: FakeDiscord, bot: DreamBot
 ) -> None:

@@ -253,6 +253,27 @@ async def test_like_grows_the_second_photo_into_the_first(fake: FakeDiscord, bot
     assert "guide picture" in await polite_reply(fake, broken)
 
 
+async def test_a_file_beside_the_photo_is_passed_over_or_named_not_blamed_on_the_member(
+    fake: FakeDiscord, bot: DreamBot
+) -> None:
+    """A text file attached before the photo made `!dream` refuse the text file though a photo
+    was there; `!dream like` with a photo and a PDF answered "needs two pictures"."""
+    notes = fake.attachment(b"shopping list\n", "a.txt")
+    both = await fake.post_message(
+        "!dream seed=1", author=fake.alice, attachments=[notes, fake.attachment(PHOTO, "p.png")]
+    )
+    await dream_result(fake, both, timeout=60)
+    pdf = fake.attachment(b"%PDF-1.4\n%%EOF\n", "doc.pdf")
+    like = await fake.post_message(
+        "!dream like", author=fake.alice, attachments=[fake.attachment(PHOTO, "p.png"), pdf]
+    )
+    answers = await eventually(
+        lambda: [m for m in replies_to(fake, like) if "doc.pdf" in m["content"]],
+        what="the answer naming the PDF",
+    )
+    assert "isn't an image" in answers[0]["content"], answers[0]["content"]
+
+
 async def test_slash_dream_with_a_guide_and_a_channel(fake: FakeDiscord, bot: DreamBot) -> None:
     interaction = await fake.slash(
         "dream",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import PoliteError
+from bot.errors import MESSAGE_LIMIT, PoliteError
 from bot.parsing import (
     Catalog,
     build_spec,
     parse_dream_args,
     validate_server_preset,
+    zoom_spec,
 )
 from bot.store import GuildConfig, ServerPreset
 from dreamcore.jobs import DreamOverrides, JobSpec
@@ -99,6 +100,29 @@ def test_out_of_range_option_states_the_valid_range() -> None:
         build_spec(catalog(), "dogs", {"strength": "9"})
     with pytest.raises(PoliteError, match="`steps` must be a whole number between 1 and 100"):
         build_spec(catalog(), "dogs", {"steps": "many"})
+
+
+def test_every_range_reads_right_for_strings_open_bounds_and_zoom_options() -> None:
+    """Were: 'a name of 1 to ? characters', 'between 0.0 and 0.1' for a step of 0 (refused),
+    and pydantic's own words for a zoom's `between`."""
+    with pytest.raises(PoliteError, match="`layer` must be a name of 1 to 64 characters"):
+        build_spec(catalog(), "dogs", {"layer": "b" * 1980})
+    with pytest.raises(PoliteError, match=r"`step_size` must be a number above 0\.0, up to 0\.1"):
+        build_spec(catalog(), "dogs", {"step_size": "0"})
+    with pytest.raises(PoliteError, match="`between` must be a whole number between 0 and 7"):
+        zoom_spec({"frames": 2, "between": 99}, default_frames=24, max_frames=48)
+
+
+def test_what_a_member_typed_is_shown_short_and_cannot_break_the_code_span() -> None:
+    """Echoed whole, a 1990-character name made a reply Discord refuses (over 2000 characters):
+    the member got nothing. Every polite sentence now fits, whatever it quotes."""
+    with pytest.raises(PoliteError) as long_name:
+        build_spec(catalog(), "a" * 1990)
+    text = long_name.value.message
+    assert text.startswith("There is no preset `" + "a" * 59 + "…` here.") and len(text) < 400
+    with pytest.raises(PoliteError, match="no preset `ˋxˋ y` here"):
+        build_spec(catalog(), "`x`\ny")
+    assert len(PoliteError("x" * 5000).message) == MESSAGE_LIMIT
 
 
 def test_colour_plain_and_anchor_reach_the_resolved_preset() -> None:

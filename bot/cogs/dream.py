@@ -247,7 +247,10 @@ async def like_pair(
     message: discord.Message,
 ) -> tuple[discord.Attachment | None, discord.Attachment | None]:
     """`!dream like`'s two pictures: two attached, or the replied-to photo and one attached."""
-    attached = [a for a in message.attachments if looks_like_image(a)] or message.attachments
+    images = [a for a in message.attachments if looks_like_image(a)]
+    # With fewer than two images, the files as attached: the download check names the one that
+    # is not an image, where "needs two pictures" would blame the member for attaching one.
+    attached = images if len(images) >= 2 else message.attachments
     if len(attached) >= 2:
         return attached[0], attached[1]
     replied = await replied_to(message)

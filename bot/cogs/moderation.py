@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from dreamcore.presets import PRESETS
 
-from ..errors import PoliteError
+from ..errors import PoliteError, quoted
 from ..messages import ANCHOR_OPTION_HELP, COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
 from ..parsing import HIDDEN_PRESETS, validate_server_preset
 from ..store import ServerPreset
@@ -100,7 +100,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         guild_id = _guild_id(interaction)
         store = self.bot.store
         if await store.preset(guild_id, name.strip().lower()) is not None:
-            raise PoliteError(f"`{name}` exists already; use `/preset edit`.")
+            raise PoliteError(f"{quoted(name)} exists already; use `/preset edit`.")
         options = _options(strength, steps, octaves, layer, model, size, colour, plain, anchor)
         self._check_model(model)
         preset = validate_server_preset(name, base, description, options)
@@ -129,7 +129,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         store = self.bot.store
         old = await store.preset(guild_id, name.strip().lower())
         if old is None:
-            raise PoliteError(f"This server has no preset `{name}`; see `/preset list`.")
+            raise PoliteError(f"This server has no preset {quoted(name)}; see `/preset list`.")
         self._check_model(model)
         options = {
             **old.spec.overrides.model_dump(exclude_none=True),
@@ -149,7 +149,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
     async def preset_remove(self, interaction: discord.Interaction, name: str) -> None:
         guild_id = _guild_id(interaction)
         if not await self.bot.store.remove_preset(guild_id, name.strip().lower()):
-            raise PoliteError(f"This server has no preset `{name}`.")
+            raise PoliteError(f"This server has no preset {quoted(name)}.")
         log.info("Guild %s: %s removed preset %s", guild_id, interaction.user.id, name)
         await interaction.response.send_message(f"Removed `{name}`.", ephemeral=True)
 
@@ -274,7 +274,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         server = {p.name for p in await self.bot.store.presets(guild_id)}
         known = set(_builtin_names()) | server
         if name not in known:
-            raise PoliteError(f"There is no preset `{name}`; see `/presets`.")
+            raise PoliteError(f"There is no preset {quoted(name)}; see `/presets`.")
         disabled = set(config.disabled_presets)
         if action == "disable":
             disabled.add(name)
@@ -306,7 +306,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
     def _check_model(self, model: str | None) -> None:
         if model is not None and model not in self.bot.settings.models:
             raise PoliteError(
-                f"The model `{model}` is not offered by this bot. "
+                f"The model {quoted(model)} is not offered by this bot. "
                 f"Models: {', '.join(self.bot.settings.models)}."
             )
 
