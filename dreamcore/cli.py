@@ -334,20 +334,8 @@ def _guided(args: argparse.Namespace) -> str:
     return f", guided by {args.guide.name}" if args.guide else ""
 
 
-def _ints(text: str, least: int = 1) -> tuple[int, ...]:
-    """`4` or `4,8`, each at least `least`: argparse turns the error into a usage error."""
-    try:
-        values = tuple(int(n) for n in text.split(",") if n.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < least:
-        raise argparse.ArgumentTypeError(
-            f"want whole numbers of at least {least}, separated by commas, not {text!r}"
-        )
-    return values
-
-
 def _number(text: str, least: int) -> int:
+    """One whole number of at least `least`: argparse turns the error into a usage error."""
     try:
         value = int(text)
     except ValueError:
@@ -355,6 +343,14 @@ def _number(text: str, least: int) -> int:
     if value < least:
         raise argparse.ArgumentTypeError(f"want a whole number of at least {least}, not {text!r}")
     return value
+
+
+def _ints(text: str, least: int = 1) -> tuple[int, ...]:
+    """`4` or `4,8`, each at least `least`."""
+    values = tuple(_number(n.strip(), least) for n in text.split(",") if n.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"want whole numbers separated by commas, not {text!r}")
+    return values
 
 
 def _count(text: str) -> int:

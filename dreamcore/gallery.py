@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from .images import cap_side, decode_image
-from .presets import PRESETS
+from .presets import PRESETS, Preset
 from .runner import dream_image
 
 __all__ = ["make_gallery"]
@@ -32,6 +32,10 @@ def _row(pictures: Sequence[Image.Image], height: int) -> Image.Image:
         row.paste(p, (x, 0))
         x += p.width + GAP
     return row
+
+
+def _needs_guide(preset: Preset) -> bool:
+    return any(t.kind == "guide" for t in preset.terms)
 
 
 def make_gallery(
@@ -53,13 +57,13 @@ def make_gallery(
     """
     # Read as a dream job reads them: upright by EXIF, a typed error for what is not a picture.
     sources = [cap_side(decode_image(p.read_bytes()).rgb, side) for p in photos]
-    guided = any(t.kind == "guide" for name in presets for t in PRESETS[name].terms)
+    guided = any(_needs_guide(PRESETS[name]) for name in presets)
     guide_pictures = [cap_side(decode_image(p.read_bytes()).rgb, side) for p in guides if guided]
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [("photo", "the photos as given", _row(sources, side))]
     for name in presets:
         preset = PRESETS[name]
-        if not any(t.kind == "guide" for t in preset.terms):
+        if not _needs_guide(preset):
             dreamed = [dream_image(src, preset, seed=seed, device=device) for src in sources]
             rows.append((name, preset.description, _row(dreamed, side)))
             log(f"{name}: done")
