@@ -165,12 +165,14 @@ def done_text(label: str, elapsed_s: float) -> str:
     return f"✅ Dreamed `{label}` in {elapsed_s:.1f} s."
 
 
-def result_embed(label: str, result: JobResult, owner: discord.abc.User) -> discord.Embed:
-    """The line under the image: preset, model, seed and time taken."""
+def result_embed(
+    label: str, result: JobResult, owner: discord.abc.User, *, details: str = ""
+) -> discord.Embed:
+    """The line under the image: preset, the options that changed it (`details`), model, seed
+    and time taken."""
+    shown = f"**{label}** · {details}" if details else f"**{label}**"
     embed = discord.Embed(
-        description=(
-            f"**{label}** · {result.model} · seed `{result.seed}` · {result.elapsed_s:.1f} s"
-        ),
+        description=f"{shown} · {result.model} · seed `{result.seed}` · {result.elapsed_s:.1f} s",
         colour=EMBED_COLOUR,
     )
     if result.kind == "zoom":

@@ -35,6 +35,8 @@ __all__ = [
     "ResolvedDream",
     "build_spec",
     "parse_dream_args",
+    "recheck",
+    "spec_summary",
     "validate_server_preset",
     "zoom_spec",
 ]
@@ -140,6 +142,7 @@ class Catalog:
     default: str
     models: tuple[str, ...]
     max_side: int
+    disabled: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -159,7 +162,7 @@ class Catalog:
             default = names[0] if names else "default"
         if config and config.max_image_side:
             max_side = min(max_side, config.max_image_side)
-        return cls(builtin, server, default, tuple(models), max_side)
+        return cls(builtin, server, default, tuple(models), max_side, frozenset(disabled))
 
     @property
     def names(self) -> list[str]:
@@ -168,15 +171,26 @@ class Catalog:
     def describe(self) -> list[tuple[str, str]]:
         """(name, description) of every preset offered, built-ins first."""
         rows = [(n, PRESETS[n].description) for n in self.builtin]
-        rows += [(p.name, p.description) for p in self.server.values()]
+        rows += [(p.name, _server_description(p)) for p in self.server.values()]
         return rows
 
     def unknown(self, name: str) -> PoliteError:
+        if name in self.disabled:
+            return PoliteError(
+                f"The preset {quoted(name)} is turned off on this server. "
+                f"Presets: {', '.join(self.names)}."
+            )
         close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.5)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         return PoliteError(
             f"There is no preset {quoted(name)} here.{hint} Presets: {', '.join(self.names)}."
         )
+
+
+def _server_description(preset: ServerPreset) -> str:
+    if preset.spec.preset == "guide":
+        return f"{preset.description} (grows a second picture into the first: `dream like`)"
+    return preset.description
 
 
 def build_spec(
@@ -210,8 +224,31 @@ def build_spec(
         if any(e["loc"][:2] == ("overrides", "max_size") for e in exc.errors()):
             raise _size_error(catalog) from None  # the cap that applies here, not the engine's
         raise PoliteError(describe_validation_error(exc)) from None
+    if "max_size" in values and (spec.overrides.max_size or 0) > catalog.max_side:
+        raise _size_error(catalog)  # the member's own size; a preset's is capped below
     spec = _check_and_cap(spec, catalog)
     return ResolvedDream(name, spec)
+
+
+def recheck(catalog: Catalog, label: str, spec: JobSpec) -> JobSpec:
+    """A stored dream asked for again (its buttons): its preset still offered here, its size
+    under the server's cap as it is now, not as it was when the dream was first asked for."""
+    name = label.rsplit(" ", 1)[-1]  # "dogs", "zoom dogs", "like my-guide"; "explore" has none
+    if label != "explore" and name not in catalog.names:
+        raise catalog.unknown(name)
+    return _check_and_cap(spec, catalog)
+
+
+# Shown under a result, in this order, when a dream sets them: what a member changed, or what a
+# server preset changes, so Stronger and Weaker read differently from the dream they came from.
+_SHOWN = ("strength", "steps", "octaves", "layer", "channel", "colour", "plain_step", "anchor")
+
+
+def spec_summary(spec: JobSpec) -> str:
+    """`strength 2.4 · channel blocks.4:7`: the overrides worth showing under a result."""
+    o = spec.overrides
+    parts = [f"{_DISPLAY.get(k, k)} {getattr(o, k)}" for k in _SHOWN if getattr(o, k) is not None]
+    return " · ".join(parts)
 
 
 def _size_error(catalog: Catalog) -> PoliteError:
@@ -229,7 +266,8 @@ def _seed(value: object) -> int:
 
 
 def _check_and_cap(spec: JobSpec, catalog: Catalog) -> JobSpec:
-    """Model and layer names, the server's models, and the server's largest side."""
+    """Model and layer names, the server's models, and the server's largest side: a size above
+    it (a server preset's, or a stored dream's from before the cap was lowered) is capped."""
     o = spec.overrides
     if o.model is not None and o.model not in catalog.models:
         close = difflib.get_close_matches(o.model, catalog.models, n=1, cutoff=0.4)
@@ -238,8 +276,6 @@ def _check_and_cap(spec: JobSpec, catalog: Catalog) -> JobSpec:
             f"The model {quoted(o.model)} is not offered here.{hint} "
             f"Models: {', '.join(catalog.models)}."
         )
-    if o.max_size is not None and o.max_size > catalog.max_side:
-        raise _size_error(catalog)
     try:
         resolved = resolve(spec.preset, o)
     except InvalidParameterError as exc:

@@ -54,6 +54,8 @@ from .parsing import (
     Catalog,
     ResolvedDream,
     build_spec,
+    recheck,
+    spec_summary,
     zoom_spec,
 )
 from .replies import InteractionReply, Reply
@@ -234,9 +236,11 @@ class DreamService:
                     "I no longer have the photo of that dream; post it again with `/dream`."
                 )
             source = record.source
-            config = await self.guild_config(reply.guild.id if reply.guild else None)
+            guild_id = reply.guild.id if reply.guild else None
+            config = await self.guild_config(guild_id)
             self._check_channel(reply, config)
-            spec = _changed(record.spec, action)
+            spec = recheck(await self.catalog(guild_id), record.label, record.spec)
+            spec = _changed(spec, action)
             spec = spec.model_copy(update={"output_budget": self._budget(reply)})
             reserved = await self.reserve(reply, ResolvedDream(record.label, spec), config)
         except Exception as exc:
@@ -298,7 +302,12 @@ class DreamService:
                 raise PoliteError(like_text(self.settings.command_prefix))
             return ResolvedDream(f"like {resolved.label}", spec)
         if spec.preset == "guide":  # a server preset built on `guide` needs the second picture
-            raise PoliteError(like_text(self.settings.command_prefix))
+            prefix = self.settings.command_prefix
+            raise PoliteError(
+                f"The preset `{resolved.label}` grows a second picture into the first: attach "
+                f"both with `{prefix}dream like {resolved.label}`, or pick the second as `guide` "
+                "in `/dream`."
+            )
         return resolved
 
     async def _with_guide(
@@ -319,6 +328,8 @@ class DreamService:
         channel = reply.channel
         parent = getattr(channel, "parent_id", None)
         if not config.allows_channel(getattr(channel, "id", None), parent):
+            if not config.allowed_channels:
+                raise PoliteError("Dreams don't happen in this channel on this server.")
             where = ", ".join(f"<#{c}>" for c in sorted(config.allowed_channels))
             raise PoliteError(f"Dreams happen in {where} on this server.")
 
@@ -442,7 +453,9 @@ class DreamService:
                     await self.store.finish_dream(dream.id, status)
 
     async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
-        embed = result_embed(dream.label, result, dream.reply.user)
+        embed = result_embed(
+            dream.label, result, dream.reply.user, details=spec_summary(dream.job.spec)
+        )
         for attempt in range(2):
             file = discord.File(io.BytesIO(result.image), filename=result.filename)
             try:

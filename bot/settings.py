@@ -119,7 +119,12 @@ class Settings(BaseSettings):
     max_jobs_per_guild: int = Field(10, ge=1, le=10_000)
     cooldown_s: float = Field(10.0, ge=0, description="default per-user cooldown")
     daily_quota: int = Field(50, ge=0, description="finished dreams per user per day; 0: no limit")
-    max_image_side: int = Field(1024, ge=64, le=8192, description="largest side of a dream")
+    max_image_side: int = Field(
+        1024,
+        ge=64,
+        le=8192,
+        description="largest side a dream works at; results keep the photo's size",
+    )
     max_zoom_frames: int = Field(48, ge=2, le=600, description="frames of a zoom, at most")
     zoom_frames: int = Field(24, ge=2, le=600, description="frames of a zoom unless asked")
     zoom_side: int = Field(512, ge=64, le=8192, description="largest side of a zoom's frames")

@@ -101,6 +101,10 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE dreams ADD COLUMN guide BLOB;
     """,
+    # 7: a server may keep dreams out of some channels while every other one stays open
+    """
+    ALTER TABLE guild_config ADD COLUMN denied_channels TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -111,6 +115,7 @@ class GuildConfig:
 
     guild_id: int
     allowed_channels: frozenset[int] = frozenset()  # empty: every channel
+    denied_channels: frozenset[int] = frozenset()  # never these, whatever the allowed list
     default_preset: str | None = None
     max_image_side: int | None = None
     cooldown_s: float | None = None
@@ -119,9 +124,10 @@ class GuildConfig:
 
     def allows_channel(self, channel_id: int | None, parent_id: int | None = None) -> bool:
         """Threads count as their parent channel."""
-        if not self.allowed_channels:
-            return True
-        return channel_id in self.allowed_channels or parent_id in self.allowed_channels
+        where = {channel_id, parent_id} - {None}
+        if where & self.denied_channels:
+            return False
+        return not self.allowed_channels or bool(where & self.allowed_channels)
 
 
 @dataclass(frozen=True)
@@ -238,30 +244,7 @@ class Store:
         """Change some fields of a server's settings; the others keep their values."""
         async with self._db.transaction(f"guild-config:{guild_id}") as q:
             config = replace(await _guild_config(q, guild_id), **changes)
-            await q.execute(
-                """
-                INSERT INTO guild_config
-                    (guild_id, allowed_channels, default_preset, max_image_side, cooldown_s,
-                     disabled_presets, max_zoom_frames)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (guild_id) DO UPDATE SET
-                    allowed_channels = excluded.allowed_channels,
-                    default_preset = excluded.default_preset,
-                    max_image_side = excluded.max_image_side,
-                    cooldown_s = excluded.cooldown_s,
-                    disabled_presets = excluded.disabled_presets,
-                    max_zoom_frames = excluded.max_zoom_frames
-                """,
-                (
-                    guild_id,
-                    json.dumps(sorted(config.allowed_channels)),
-                    config.default_preset,
-                    config.max_image_side,
-                    config.cooldown_s,
-                    json.dumps(sorted(config.disabled_presets)),
-                    config.max_zoom_frames,
-                ),
-            )
+            await _put_guild_config(q, config)
         return config
 
     # --- server presets ----------------------------------------------------------------------
@@ -305,10 +288,24 @@ class Store:
             )
 
     async def remove_preset(self, guild_id: int, name: str) -> bool:
-        async with self._db.transaction() as q:
+        """Remove a server preset, and its name from the server's settings (default, disabled):
+        a preset added later under the same name starts with none of the old one's standing."""
+        async with self._db.transaction(f"guild-config:{guild_id}") as q:
             changed = await q.execute(
                 "DELETE FROM guild_presets WHERE guild_id = ? AND name = ?", (guild_id, name)
             )
+            config = await _guild_config(q, guild_id)
+            if changed and (config.default_preset == name or name in config.disabled_presets):
+                await _put_guild_config(
+                    q,
+                    replace(
+                        config,
+                        default_preset=None
+                        if config.default_preset == name
+                        else config.default_preset,
+                        disabled_presets=config.disabled_presets - {name},
+                    ),
+                )
         return changed > 0
 
     # --- dreams and the limits they hold -----------------------------------------------------
@@ -401,6 +398,35 @@ class Store:
             )
 
 
+async def _put_guild_config(q: Queries, config: GuildConfig) -> None:
+    await q.execute(
+        """
+        INSERT INTO guild_config
+            (guild_id, allowed_channels, denied_channels, default_preset, max_image_side,
+             cooldown_s, disabled_presets, max_zoom_frames)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (guild_id) DO UPDATE SET
+            allowed_channels = excluded.allowed_channels,
+            denied_channels = excluded.denied_channels,
+            default_preset = excluded.default_preset,
+            max_image_side = excluded.max_image_side,
+            cooldown_s = excluded.cooldown_s,
+            disabled_presets = excluded.disabled_presets,
+            max_zoom_frames = excluded.max_zoom_frames
+        """,
+        (
+            config.guild_id,
+            json.dumps(sorted(config.allowed_channels)),
+            json.dumps(sorted(config.denied_channels)),
+            config.default_preset,
+            config.max_image_side,
+            config.cooldown_s,
+            json.dumps(sorted(config.disabled_presets)),
+            config.max_zoom_frames,
+        ),
+    )
+
+
 async def _guild_config(q: Queries, guild_id: int) -> GuildConfig:
     row = await q.fetchone("SELECT * FROM guild_config WHERE guild_id = ?", (guild_id,))
     if row is None:
@@ -408,6 +434,7 @@ async def _guild_config(q: Queries, guild_id: int) -> GuildConfig:
     return GuildConfig(
         guild_id=guild_id,
         allowed_channels=frozenset(json.loads(row["allowed_channels"])),
+        denied_channels=frozenset(json.loads(row["denied_channels"])),
         default_preset=row["default_preset"],
         max_image_side=row["max_image_side"],
         cooldown_s=row["cooldown_s"],

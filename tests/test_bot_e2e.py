@@ -541,7 +541,13 @@ async def test_moderator_commands_need_manage_server_and_survive_a_restart(
     again = await fake.slash("preset add", add, user=fake.moderator)
     assert "exists already" in (await wait_callback(fake, again)).json["data"]["content"]
     removed = await fake.slash("preset remove", {"name": "puppies"}, user=fake.moderator)
-    assert "Removed" in (await wait_callback(fake, removed)).json["data"]["content"]
+    text = (await wait_callback(fake, removed)).json["data"]["content"]
+    assert "Removed `puppies`" in text and "the default is now `default`" in text, text
+    # A preset added again under the name is not the default by surprise.
+    readded = await fake.slash("preset add", add, user=fake.moderator)
+    assert "Added **puppies**" in (await wait_callback(fake, readded)).json["data"]["content"]
+    shown = await fake.slash("dream-config show", user=fake.moderator)
+    assert "Default preset: `default`" in (await wait_callback(fake, shown)).json["data"]["content"]
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from test_bot_e2e import (  # noqa: F401  (fixtures are found by name)
     pool,
     replies_to,
     upload_of,
+    wait_callback,
     with_files,
 )
 
@@ -297,3 +298,67 @@ async def test_slash_zoom_and_explore(fake: FakeDiscord, bot: DreamBot) -> None:
     with Image.open(io.BytesIO(followup.files[0].data)) as webp:
         assert webp.format == "WEBP" and webp.n_frames == 4, "2 dreamed, 2 in between"
     assert PHOTO_IMAGE.size
+
+
+# --- moderators' settings, as members meet them -------------------------------------------------
+
+
+async def _moderate(fake: FakeDiscord, name: str, options: dict[str, Any]) -> str:
+    answer = await wait_callback(fake, await fake.slash(name, options, user=fake.moderator))
+    return str(answer.json["data"]["content"])
+
+
+async def test_server_settings_hold_for_presets_and_buttons_made_before_them(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """A moderator's preset above the server's cap dreams at the cap (it once refused every
+    member with "`size` must be ... here"); buttons of an earlier dream meet the settings as they
+    are now (a disabled preset, a lowered cap); the line under a result names its strength."""
+    bot = await harness.start(max_image_side=128)
+    added = await _moderate(
+        fake, "preset add", {"name": "big", "base": "dogs", "size": 512, "steps": 1, "octaves": 1}
+    )
+    assert "above this server's largest side; it dreams at 128 px" in added
+    await dream_result(fake, await ask(fake, "!dream big"))  # an image, not a refusal
+    too_big = await ask(fake, "!dream big size=512")  # the member's own size is still checked
+    assert "between 32 and 128 here" in await polite_reply(fake, too_big)
+
+    result = await dream_result(fake, await ask(fake, "!dream dogs steps=1 octaves=1 seed=3"))
+    stronger = await fake.click(result, button(result, "stronger"), user=fake.alice)
+    line = (await interaction_result(fake, stronger)).json["embeds"][0]["description"]
+    assert line.startswith("**dogs** · strength ") and "seed `3`" in line, line
+
+    await _moderate(fake, "dream-config presets", {"action": "disable", "name": "dogs"})
+    refused = await fake.click(result, button(result, "reroll"), user=fake.alice)
+    answer = await wait_callback(fake, refused)
+    assert "`dogs` is turned off on this server" in answer.json["data"]["content"]
+
+    await _moderate(fake, "dream-config presets", {"action": "enable", "name": "dogs"})
+    await _moderate(fake, "dream-config set", {"max_image_side": 64})
+    again = await fake.click(result, button(result, "reroll"), user=fake.alice)
+    followup = await interaction_result(fake, again)
+    dream_id = button(followup.json, "reroll").split(":")[2]
+    record = await bot.store.dream(dream_id)
+    assert record is not None and record.spec.overrides.max_size == 64
+
+
+async def test_disallow_keeps_dreams_out_of_a_channel_on_an_open_server(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """`disallow` on a server open to every channel used to change nothing (it only took a
+    channel off an empty allowed list): now the channel is kept out and the rest stay open."""
+    art = fake.add_channel(fake.guild, "art")
+    await harness.start()
+    shown = await _moderate(fake, "dream-config channel", {"action": "disallow"})
+    assert "every channel but <#" in shown
+    here = await ask(fake, "!dream steps=1 octaves=1")
+    assert "don't happen in this channel" in await polite_reply(fake, here)
+    there = await fake.post_message(
+        "!dream steps=1 octaves=1",
+        author=fake.alice,
+        channel=art,
+        attachments=[fake.attachment(PHOTO, "photo.png")],
+    )
+    await dream_result(fake, there)
+    await _moderate(fake, "dream-config channel", {"action": "everywhere"})
+    await dream_result(fake, await ask(fake, "!dream steps=1 octaves=1"))

@@ -9,6 +9,8 @@ from bot.parsing import (
     Catalog,
     build_spec,
     parse_dream_args,
+    recheck,
+    spec_summary,
     validate_server_preset,
     zoom_spec,
 )
@@ -225,8 +227,43 @@ def test_server_preset_is_its_base_plus_overrides_and_user_options_win() -> None
 def test_disabled_presets_are_not_offered() -> None:
     cat = catalog(GuildConfig(1, disabled_presets=frozenset({"fish"})))
     assert "fish" not in cat.names
-    with pytest.raises(PoliteError, match="no preset `fish`"):
+    with pytest.raises(PoliteError, match="`fish` is turned off on this server"):
         build_spec(cat, "fish")
+
+
+def test_a_server_preset_above_the_cap_dreams_at_the_cap_and_a_member_size_is_checked() -> None:
+    big = ServerPreset("big", "Large", JobSpec(preset="dogs", overrides={"max_size": 512}))
+    cat = catalog(GuildConfig(1, max_image_side=128), (big,))
+    assert build_spec(cat, "big").spec.overrides.max_size == 128
+    assert build_spec(cat, "big", {"max_size": "64"}).spec.overrides.max_size == 64
+    with pytest.raises(PoliteError, match="between 32 and 128 here"):
+        build_spec(cat, "big", {"max_size": "512"})
+
+
+def test_a_stored_dream_meets_the_server_as_it_is_now() -> None:
+    """Buttons of an earlier dream: a preset since disabled is refused, a lowered cap applies."""
+    spec = build_spec(catalog(), "dogs", {"max_size": "512"}).spec
+    now = catalog(GuildConfig(1, max_image_side=64))
+    assert recheck(now, "dogs", spec).overrides.max_size == 64
+    assert recheck(now, "zoom dogs", spec).overrides.max_size == 64
+    assert recheck(now, "explore", spec).overrides.max_size == 64
+    off = catalog(GuildConfig(1, disabled_presets=frozenset({"dogs"})))
+    with pytest.raises(PoliteError, match="`dogs` is turned off"):
+        recheck(off, "like dogs", spec)
+
+
+def test_the_line_under_a_result_names_what_changed_the_dream() -> None:
+    spec = build_spec(catalog(), "dogs", {"strength": "2.5", "channel": "blocks.4:7"}).spec
+    assert spec_summary(spec) == "strength 2.5 · channel blocks.4:7"
+    plain = build_spec(catalog(), "dogs", {"plain_step": "0.2", "max_size": "256"}).spec
+    assert spec_summary(plain) == "plain 0.2"
+    assert spec_summary(build_spec(catalog(), "dogs").spec) == ""
+
+
+def test_a_guide_based_server_preset_says_it_needs_a_second_picture() -> None:
+    mine = ServerPreset("mine", "My guide", JobSpec(preset="guide"))
+    rows = dict(catalog(None, (mine,)).describe())
+    assert "second picture" in rows["mine"] and "dream like" in rows["mine"]
 
 
 def test_presets_needing_two_images_are_not_offered_in_chat() -> None:

@@ -148,6 +148,33 @@ async def test_guild_config_changes_survive_a_reopen(target: str) -> None:
     assert config.allows_channel(99, parent_id=6), "a thread counts as its parent channel"
 
 
+async def test_a_server_open_everywhere_can_keep_dreams_out_of_some_channels(target: str) -> None:
+    async with Store.open(target) as store:
+        await store.update_guild_config(GUILD, denied_channels=frozenset({7}))
+    async with Store.open(target) as store:
+        config = await store.guild_config(GUILD)
+    assert config.denied_channels == frozenset({7}) and not config.allowed_channels
+    assert config.allows_channel(5) and not config.allows_channel(7)
+    assert not config.allows_channel(99, parent_id=7), "a thread counts as its parent channel"
+
+
+async def test_a_removed_preset_leaves_no_default_or_disabled_entry_behind(target: str) -> None:
+    """Re-adding a removed preset's name must not silently make it the default again."""
+    spec = JobSpec(preset="dogs", overrides=DreamOverrides(strength=2.0))
+    async with Store.open(target) as store:
+        for name in ("soft", "hard"):
+            await store.put_preset(GUILD, ServerPreset(name, name, spec))
+        await store.update_guild_config(
+            GUILD, default_preset="soft", disabled_presets=frozenset({"hard", "fish"})
+        )
+        assert await store.remove_preset(GUILD, "soft")
+        assert await store.remove_preset(GUILD, "hard")
+        assert not await store.remove_preset(GUILD, "hard")
+        config = await store.guild_config(GUILD)
+    assert config.default_preset is None
+    assert config.disabled_presets == frozenset({"fish"})
+
+
 async def test_server_presets_are_stored_as_job_specs(target: str) -> None:
     overrides = DreamOverrides(strength=2.0, steps=3, colour="keep", plain_step=0.2)
     spec = JobSpec(preset="dogs", overrides=overrides)

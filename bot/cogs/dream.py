@@ -109,7 +109,8 @@ class DreamCog(commands.Cog, name="Dream"):
         steps="steps per octave, 1-100",
         octaves="how many scales, 1-10",
         seed="the same seed and options give the same dream",
-        size="largest side of the result in pixels, up to this server's cap",
+        size="the side the dream works at, up to this server's cap; "
+        "the result keeps the photo's size",
         guide="a second picture whose features grow into the photo",
         channel="amplify one feature channel, e.g. blocks.4:7",
         colour=COLOUR_OPTION_HELP,

@@ -19,7 +19,7 @@ from dreamcore.presets import PRESETS
 from ..errors import PoliteError, quoted
 from ..messages import ANCHOR_OPTION_HELP, COLOUR_OPTION_HELP, PLAIN_OPTION_HELP
 from ..parsing import HIDDEN_PRESETS, validate_server_preset
-from ..store import ServerPreset
+from ..store import GuildConfig, ServerPreset
 
 if TYPE_CHECKING:
     from ..client import DreamBot
@@ -76,7 +76,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
         octaves="1-10",
         layer="a layer of the model, e.g. blocks.4",
         model="a model this bot offers",
-        size="largest side in pixels",
+        size="the side it dreams at in pixels, up to the server's cap "
+        "(results keep the photo's size)",
         colour=COLOUR_OPTION_HELP,
         plain=PLAIN_OPTION_HELP,
         anchor=ANCHOR_OPTION_HELP,
@@ -106,7 +107,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
         preset = validate_server_preset(name, base, description, options)
         await store.put_preset(guild_id, preset, user_id=interaction.user.id)
         log.info("Guild %s: %s added preset %s", guild_id, interaction.user.id, preset.name)
-        await interaction.response.send_message(f"Added {_describe(preset)}", ephemeral=True)
+        note = await self._size_note(guild_id, preset)
+        await interaction.response.send_message(f"Added {_describe(preset)}{note}", ephemeral=True)
 
     @preset.command(name="edit", description="Change a preset of this server")
     async def preset_edit(
@@ -143,15 +145,24 @@ class ModerationCog(commands.Cog, name="Moderation"):
         )
         await store.put_preset(guild_id, preset, user_id=interaction.user.id)
         log.info("Guild %s: %s edited preset %s", guild_id, interaction.user.id, preset.name)
-        await interaction.response.send_message(f"Changed {_describe(preset)}", ephemeral=True)
+        note = await self._size_note(guild_id, preset)
+        await interaction.response.send_message(
+            f"Changed {_describe(preset)}{note}", ephemeral=True
+        )
 
     @preset.command(name="remove", description="Remove a preset of this server")
     async def preset_remove(self, interaction: discord.Interaction, name: str) -> None:
         guild_id = _guild_id(interaction)
-        if not await self.bot.store.remove_preset(guild_id, name.strip().lower()):
+        name = name.strip().lower()
+        was_default = (await self.bot.store.guild_config(guild_id)).default_preset == name
+        if not await self.bot.store.remove_preset(guild_id, name):
             raise PoliteError(f"This server has no preset {quoted(name)}.")
         log.info("Guild %s: %s removed preset %s", guild_id, interaction.user.id, name)
-        await interaction.response.send_message(f"Removed `{name}`.", ephemeral=True)
+        text = f"Removed `{name}`."
+        if was_default:
+            default = (await self.bot.dreams.catalog(guild_id)).default
+            text += f" It was the default preset; the default is now `{default}`."
+        await interaction.response.send_message(text, ephemeral=True)
 
     @preset.command(name="list", description="This server's presets and what they change")
     async def preset_list(self, interaction: discord.Interaction) -> None:
@@ -182,7 +193,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
     async def _base_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return _builtin_choices(current)
+        names = [*_builtin_names(), *HIDDEN_PRESETS]  # `guide` too: a base for `!dream like`
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
 
     # --- /dream-config -----------------------------------------------------------------------
 
@@ -194,7 +206,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
     @config.command(name="set", description="Default preset, largest side, cooldown, zoom frames")
     @app_commands.describe(
         default_preset="the preset used when none is named",
-        max_image_side="largest side of a dream in pixels (the bot's own cap still applies)",
+        max_image_side="largest side dreams work at, px; results keep the photo's size; "
+        "the bot's cap applies",
         cooldown="seconds between two dreams of one member",
         zoom_frames="most frames of a zoom video (the bot's own cap still applies)",
     )
@@ -237,7 +250,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
     @config.command(name="channel", description="Allow or disallow dreams in a channel")
     @app_commands.describe(
-        action="allow: add to the list; disallow: remove; everywhere: clear the list",
+        action="allow: dreams only in listed channels; disallow: never in this one; "
+        "everywhere: every channel",
         channel="the channel (default: this one)",
     )
     async def config_channel(
@@ -249,16 +263,26 @@ class ModerationCog(commands.Cog, name="Moderation"):
         guild_id = _guild_id(interaction)
         config = await self.bot.store.guild_config(guild_id)
         channel_id = channel.id if channel is not None else interaction.channel_id
-        allowed = set(config.allowed_channels)
+        allowed, denied = set(config.allowed_channels), set(config.denied_channels)
         if action == "everywhere":
             allowed.clear()
+            denied.clear()
         elif channel_id is None:
             raise PoliteError("Name a channel.")
         elif action == "allow":
             allowed.add(channel_id)
+            denied.discard(channel_id)
         else:
+            if allowed == {channel_id}:
+                raise PoliteError(
+                    f"<#{channel_id}> is the only channel where dreams happen. To move them, "
+                    "`allow` the new channel first; `everywhere` opens every channel."
+                )
             allowed.discard(channel_id)
-        await self.bot.store.update_guild_config(guild_id, allowed_channels=frozenset(allowed))
+            denied.add(channel_id)
+        await self.bot.store.update_guild_config(
+            guild_id, allowed_channels=frozenset(allowed), denied_channels=frozenset(denied)
+        )
         await interaction.response.send_message(await self._summary(guild_id), ephemeral=True)
 
     @config.command(name="presets", description="Enable or disable a preset on this server")
@@ -289,11 +313,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         config = await self.bot.store.guild_config(guild_id)
         catalog = await self.bot.dreams.catalog(guild_id)
         settings = self.bot.settings
-        channels = (
-            ", ".join(f"<#{c}>" for c in sorted(config.allowed_channels))
-            if config.allowed_channels
-            else "every channel"
-        )
+        channels = _channels(config)
         cooldown = config.cooldown_s if config.cooldown_s is not None else settings.cooldown_s
         disabled = ", ".join(sorted(config.disabled_presets)) or "none"
         frames = min(config.max_zoom_frames or settings.max_zoom_frames, settings.max_zoom_frames)
@@ -302,6 +322,14 @@ class ModerationCog(commands.Cog, name="Moderation"):
             f"Largest side: {catalog.max_side} px\nCooldown: {cooldown:g} s\n"
             f"Zoom frames: at most {frames}\nDisabled presets: {disabled}"
         )
+
+    async def _size_note(self, guild_id: int, preset: ServerPreset) -> str:
+        """A word when the preset's size is above what this server dreams at (it is capped)."""
+        size = preset.spec.overrides.max_size
+        cap = (await self.bot.dreams.catalog(guild_id)).max_side
+        if size is None or size <= cap:
+            return ""
+        return f"\nIts size ({size} px) is above this server's largest side; it dreams at {cap} px."
 
     def _check_model(self, model: str | None) -> None:
         if model is not None and model not in self.bot.settings.models:
@@ -342,14 +370,17 @@ def _options(
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _channels(config: GuildConfig) -> str:
+    """Where dreams happen: the allowed list, or every channel but the denied ones."""
+    if config.allowed_channels:
+        return ", ".join(f"<#{c}>" for c in sorted(config.allowed_channels))
+    if config.denied_channels:
+        return "every channel but " + ", ".join(f"<#{c}>" for c in sorted(config.denied_channels))
+    return "every channel"
+
+
 def _builtin_names() -> list[str]:
     return [n for n in PRESETS if n not in HIDDEN_PRESETS]
-
-
-def _builtin_choices(current: str) -> list[app_commands.Choice[str]]:
-    return [app_commands.Choice(name=n, value=n) for n in _builtin_names() if current.lower() in n][
-        :25
-    ]
 
 
 async def setup(bot: DreamBot) -> None:
