@@ -360,5 +360,8 @@ async def test_disallow_keeps_dreams_out_of_a_channel_on_an_open_server(
         attachments=[fake.attachment(PHOTO, "photo.png")],
     )
     await dream_result(fake, there)
+    # Allowing a channel by name (a resolved channel option) narrows the server to it.
+    allowed = await _moderate(fake, "dream-config channel", {"action": "allow", "channel": art})
+    assert f"Channels: <#{art['id']}>" in allowed
     await _moderate(fake, "dream-config channel", {"action": "everywhere"})
     await dream_result(fake, await ask(fake, "!dream steps=1 octaves=1"))

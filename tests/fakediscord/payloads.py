@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "ADMINISTRATOR",
+    "ALL_PERMISSIONS",
     "ATTACH_FILES",
     "BOT_PERMISSIONS",
     "DEFAULT_PERMISSIONS",
@@ -65,6 +66,7 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 ADMINISTRATOR = 1 << 3
+ALL_PERMISSIONS = (1 << 53) - 1
 MANAGE_GUILD = 1 << 5
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
@@ -630,7 +632,10 @@ def options_from(
             key = {6: "users", 7: "channels", 8: "roles", 11: "attachments"}.get(opt_type)
             if key is None:
                 raise TypeError(f"option {name!r}: a mapping needs type 6, 7, 8 or 11")
-            resolved.setdefault(key, {})[str(value["id"])] = copy.deepcopy(dict(value))
+            entry = copy.deepcopy(dict(value))
+            if key == "channels":  # Discord adds the member's permissions in a resolved channel
+                entry.setdefault("permissions", str(ALL_PERMISSIONS))
+            resolved.setdefault(key, {})[str(value["id"])] = entry
             option["value"] = str(value["id"])
         else:
             option["value"] = value

@@ -17,7 +17,7 @@ from . import payloads as p
 
 __all__ = ["ALL_PERMISSIONS", "GuildState", "InteractionRecord", "World"]
 
-ALL_PERMISSIONS = (1 << 53) - 1
+ALL_PERMISSIONS = p.ALL_PERMISSIONS
 _MENTION = re.compile(r"<@!?(\d+)>")
 
 
