@@ -23,7 +23,8 @@ from dreamcore.errors import PoolStartError
 from dreamcore.pool import DreamPool, PoolConfig
 
 from .client import DreamBot, make_bot
-from .health import HealthServer
+from .database import DatabaseUnavailableError, SchemaError
+from .health import HealthServer, HealthServerError
 from .settings import Settings
 from .store import Store
 
@@ -56,7 +57,10 @@ def describe_settings_error(exc: ValidationError) -> str:
     """Which settings are wrong, named as environment variables; never their values."""
     lines = ["The bot's settings are incomplete or invalid:"]
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule between settings (shard ids and count): its own words
+            lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+            continue
+        name = str(error["loc"][0])
         env = "DISCORD_TOKEN" if name.lower() == "discord_token" else f"DREAMBOT_{name.upper()}"
         if error["type"] == "missing":
             lines.append(f"  {env} is not set (see .env.example).")
@@ -125,8 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sync", action="store_true", help="register the slash commands with Discord on start"
     )
-    parser.add_argument("--env-file", type=Path, default=Path(".env"), help="default: ./.env")
+    parser.add_argument("--env-file", type=Path, help="settings file (default: ./.env if any)")
     args = parser.parse_args(argv)
+    if args.env_file is not None and not args.env_file.is_file():
+        parser.error(f"--env-file: {args.env_file} is not a file")
+    args.env_file = args.env_file or Path(".env")
     try:
         settings = Settings(_env_file=args.env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -142,6 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except PoolStartError as exc:
         log.error("The dream workers could not start: %s", exc)
+        return 1
+    except DatabaseUnavailableError as exc:
+        log.error(
+            "The database cannot be opened: %s. Check DREAMBOT_DATABASE_URL (PostgreSQL) or "
+            "DREAMBOT_DATABASE_PATH (the SQLite file).",
+            exc,
+        )
+        return 1
+    except (SchemaError, HealthServerError) as exc:
+        log.error("%s", str(exc)[:1].upper() + str(exc)[1:])
         return 1
     except (aiohttp.ClientError, OSError) as exc:
         log.error("Cannot reach Discord: %s", exc)

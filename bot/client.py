@@ -155,7 +155,7 @@ class DreamBot(commands.Bot):
     async def _resume_dreams(self) -> None:
         """Once connected, dream what the previous run left queued (or say it was dropped)."""
         await self.wait_until_ready()
-        records = await self.store.unfinished_dreams()
+        records = await self.store.unfinished_dreams(adopt=self.settings.holds_guild)
         if records:
             log.info("Picking up %d dreams a previous run left queued", len(records))
         for record in records:

@@ -20,17 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiosqlite
 
 __all__ = [
     "Database",
+    "DatabaseUnavailableError",
     "Queries",
     "SchemaError",
     "is_postgres_url",
@@ -41,6 +43,10 @@ __all__ = [
 
 class SchemaError(RuntimeError):
     """The database was written by a newer version of the bot."""
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """The database named in the settings cannot be opened (its message names it, redacted)."""
 
 
 class Queries(Protocol):
@@ -86,13 +92,32 @@ def is_postgres_url(target: Path | str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL without its password, for logs and errors: in the user part and in the query
+    (`?password=`, which PostgreSQL's URLs accept too)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not even a URL (a bad port, a stray bracket): show none of it
+        return "the URL in the settings (unreadable; not shown)"
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """A driver's message with any password from `url` taken out, whatever form it took."""
+    secrets: list[str] = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        secrets += [parts.password or ""]
+        secrets += [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
 
 
 async def open_database(target: Path | str) -> Database:
@@ -134,9 +159,12 @@ class SqliteDatabase(Database):
 
     @classmethod
     async def connect(cls, path: Path) -> SqliteDatabase:
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        try:
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailableError(f"cannot open the SQLite file {path}: {exc}") from None
         try:
             db.row_factory = aiosqlite.Row
             await db.execute("PRAGMA journal_mode=WAL")
@@ -230,10 +258,16 @@ class PostgresDatabase(Database):
 
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
-        except (OSError, asyncpg.PostgresError) as exc:
-            # The driver's message never holds the password; the URL we name is redacted.
-            raise ConnectionError(
-                f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}"
+        except (
+            OSError,
+            ValueError,  # a URL asyncpg cannot read: a bad port, host or option
+            OverflowError,  # a port past 65535
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,  # a client option it refuses (e.g. sslmode=bogus)
+        ) as exc:
+            reason = _scrubbed(str(exc), url) or type(exc).__name__
+            raise DatabaseUnavailableError(
+                f"cannot connect to PostgreSQL at {redact_url(url)}: {reason}"
             ) from None
         return cls(pool, url)
 

@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 
     from .client import DreamBot
 
-__all__ = ["HealthServer", "health"]
+__all__ = ["HealthServer", "HealthServerError", "health"]
+
+
+class HealthServerError(OSError):
+    """The health check cannot listen where the settings say (a port in use, a bad host)."""
 
 
 def health(bot: DreamBot, pool: DreamPool) -> tuple[bool, dict[str, Any]]:
@@ -68,7 +72,16 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise HealthServerError(
+                f"the health check cannot listen on {self._host}:{self._port}: {exc.strerror or exc}"
+                " (DREAMBOT_HEALTH_PORT, DREAMBOT_HEALTH_HOST; DREAMBOT_HEALTH_ENABLED=false "
+                "turns it off)"
+            ) from None
         address = self._runner.addresses[0]
         self.port = int(address[1])
 

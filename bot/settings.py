@@ -40,6 +40,7 @@ class Settings(BaseSettings):
         extra="ignore",
         env_ignore_empty=True,
         populate_by_name=True,
+        allow_inf_nan=False,  # `inf` seconds of cooldown or time limit is a typo, not a wish
     )
 
     # --- Discord -----------------------------------------------------------------------------
@@ -87,7 +88,7 @@ class Settings(BaseSettings):
         le=64,
         description="queued dreams of one size a worker dreams together; unset: 1 on CPU, 8 on GPU",
     )
-    cpu_workers: int | None = Field(None, ge=0, le=64)
+    cpu_workers: int | None = Field(None, ge=1, le=64)
     torch_threads: int | None = Field(None, ge=1, le=256)
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["efficientnet_lite0"])
     max_queue: int = Field(32, ge=1, le=10_000, description="dreams waiting in the whole bot")
@@ -206,7 +207,10 @@ class Settings(BaseSettings):
             if len(set(self.shard_ids)) != len(self.shard_ids):
                 raise ValueError("DREAMBOT_SHARD_IDS names a shard twice")
             if any(not 0 <= i < self.shard_count for i in self.shard_ids):
-                raise ValueError(f"shard ids go from 0 to {self.shard_count - 1}")
+                raise ValueError(
+                    f"DREAMBOT_SHARD_IDS go from 0 to {self.shard_count - 1} "
+                    f"(DREAMBOT_SHARD_COUNT is {self.shard_count})"
+                )
         return self
 
     @property
@@ -215,6 +219,14 @@ class Settings(BaseSettings):
         if self.shard_count is None or not self.shard_ids:
             return ""
         return f"shards {','.join(map(str, sorted(self.shard_ids)))} of {self.shard_count}"
+
+    def holds_guild(self, guild_id: int | None) -> bool:
+        """Whether this process's shards receive a server's events (Discord's rule: shard
+        (guild_id >> 22) % shard_count; direct messages come on shard 0)."""
+        if self.shard_count is None or not self.shard_ids:
+            return True
+        shard = 0 if guild_id is None else (guild_id >> 22) % self.shard_count
+        return shard in self.shard_ids
 
     def database_target(self) -> Path | str:
         """What `Store.open` is given: the PostgreSQL URL if one is set, else the SQLite file."""

@@ -354,13 +354,21 @@ class Store:
         row = await self._db.fetchone("SELECT * FROM dreams WHERE id = ?", (dream_id,))
         return _record(row) if row is not None else None
 
-    async def unfinished_dreams(self) -> list[DreamRecord]:
-        """This runner's dreams still queued (a previous run stopped before they ended)."""
+    async def unfinished_dreams(
+        self, adopt: Callable[[int | None], bool] | None = None
+    ) -> list[DreamRecord]:
+        """This runner's dreams still queued (a previous run stopped before they ended), and
+        those of any runner in the servers `adopt` says are this one's: after the shards were
+        split differently, a dream saved under the old layout's name is picked up by whichever
+        process now holds its server, not left queued (and counted against limits) for good."""
         rows = await self._db.fetchall(
-            "SELECT * FROM dreams WHERE status = 'queued' AND runner = ? ORDER BY created_at",
-            (self.runner,),
+            "SELECT * FROM dreams WHERE status = 'queued' ORDER BY created_at"
         )
-        return [_record(row) for row in rows]
+        return [
+            _record(row)
+            for row in rows
+            if row["runner"] == self.runner or (adopt is not None and adopt(row["guild_id"]))
+        ]
 
     async def finish_dream(self, dream_id: str, status: DreamStatus) -> None:
         """End a dream; failed and cancelled ones give their reservation back."""

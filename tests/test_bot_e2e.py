@@ -964,3 +964,18 @@ async def test_the_token_is_never_logged(
     for record in caplog.records:
         assert fake.token not in record.getMessage()
     assert fake.token not in repr(harness.bot) and fake.token not in repr(harness.bot.settings)  # type: ignore[union-attr]
+
+
+async def test_a_health_port_in_use_is_named_not_blamed_on_discord(bot: DreamBot) -> None:
+    import socket
+
+    from bot.health import HealthServer, HealthServerError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        health = HealthServer(bot, bot.pool, host="127.0.0.1", port=port)
+        with pytest.raises(HealthServerError, match="DREAMBOT_HEALTH_PORT"):
+            await health.start()
+        await health.stop()  # nothing left open to stop

@@ -152,6 +152,9 @@ def test_shard_settings_are_checked_and_name_the_process(monkeypatch: pytest.Mon
     monkeypatch.setenv("DREAMBOT_SHARD_COUNT", "4")
     monkeypatch.setenv("DREAMBOT_SHARD_IDS", "3,1")
     assert Settings().runner == "shards 1,3 of 4"
+    held = Settings()  # Discord's rule: a server's shard is (id >> 22) % count; DMs on shard 0
+    assert held.holds_guild(1 << 22) and held.holds_guild(3 << 22) and held.holds_guild(7 << 22)
+    assert not held.holds_guild(2 << 22) and not held.holds_guild(None)
     for ids in ("4", "1,1"):
         monkeypatch.setenv("DREAMBOT_SHARD_IDS", ids)
         with pytest.raises(ValidationError):
@@ -161,3 +164,42 @@ def test_shard_settings_are_checked_and_name_the_process(monkeypatch: pytest.Mon
     with pytest.raises(ValidationError) as info:
         Settings()
     assert "DREAMBOT_SHARD_COUNT" in describe_settings_error(info.value)
+
+
+def test_start_up_failures_name_the_setting_at_fault(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that cannot be opened was reported as "Cannot reach Discord"."""
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    monkeypatch.setenv("DREAMBOT_DATABASE_PATH", "/proc/no-such-dir/dreambot.sqlite3")
+    with caplog.at_level(logging.ERROR):
+        assert main([]) == 1
+    text = caplog.text
+    assert "database cannot be opened" in text and "DREAMBOT_DATABASE_PATH" in text, text
+    assert "Cannot reach Discord" not in text and SECRET not in text
+
+
+def test_a_missing_env_file_is_an_error_not_ignored(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--env-file", "/no/such/.env"])
+    assert exited.value.code == 2
+    assert "--env-file: /no/such/.env is not a file" in capsys.readouterr().err
+
+
+def test_settings_refuse_what_would_break_the_bot_after_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    for name, value in (("COOLDOWN_S", "inf"), ("JOB_TIMEOUT_S", "nan"), ("CPU_WORKERS", "0")):
+        monkeypatch.setenv(f"DREAMBOT_{name}", value)
+        with pytest.raises(ValidationError) as info:
+            Settings()
+        assert f"DREAMBOT_{name}:" in describe_settings_error(info.value)
+        monkeypatch.delenv(f"DREAMBOT_{name}")
+    monkeypatch.setenv("DREAMBOT_SHARD_COUNT", "2")
+    monkeypatch.setenv("DREAMBOT_SHARD_IDS", "0,2")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    text = describe_settings_error(info.value)
+    assert "DREAMBOT_SHARD_IDS go from 0 to 1 (DREAMBOT_SHARD_COUNT is 2)" in text
+    assert "DREAMBOT_?" not in text and "Value error" not in text

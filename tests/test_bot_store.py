@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from pgserver import PostgresServer
 
+from bot.database import DatabaseUnavailableError, redact_url
 from bot.store import (
     SCHEMA_VERSION,
     DreamRecord,
@@ -131,6 +132,20 @@ async def test_postgres_refuses_a_newer_schema_and_never_shows_a_password(
     with pytest.raises(ConnectionError) as refused:
         await Store.open(wrong_port)
     assert "hunter2" not in str(refused.value) and "127.0.0.1" in str(refused.value)
+    # The password in the query (`?password=`, as PostgreSQL allows), and URLs the driver cannot
+    # read (they ended in a traceback): one typed error, no password in it.
+    port = str(postgres_server.port)
+    for bad in (
+        f"{url.replace(port, str(postgres_server.port + 1))}?password=hunter2",
+        f"{url.replace(port, 'notaport')}?password=hunter2",
+        f"{url.replace(port, '99999')}?password=hunter2",
+        f"{url}?sslmode=bogus&password=hunter2",
+        "postgresql://dreambot:hunter2@[::1/dreambot",
+    ):
+        with pytest.raises(DatabaseUnavailableError) as refused:
+            await Store.open(bad)
+        assert "hunter2" not in str(refused.value), refused.value
+        assert "hunter2" not in redact_url(bad)
 
 
 async def test_guild_config_changes_survive_a_reopen(target: str) -> None:
@@ -313,6 +328,20 @@ async def test_a_restart_fails_only_its_own_unfinished_dreams(target: str) -> No
         assert await a.fail_unfinished() == 1
         assert (await a.dream("b1" * 6)).status == "queued"  # type: ignore[union-attr]
         assert (await a.dream("a1" * 6)).status == "failed"  # type: ignore[union-attr]
+
+
+async def test_dreams_saved_under_another_shard_layout_go_to_the_process_holding_their_server(
+    target: str,
+) -> None:
+    """One unsharded bot stopped with dreams queued; two sharded ones start in its place: each
+    picks up the dreams of its own servers (they were left queued for good, holding limits)."""
+    async with Store.open(target) as old:
+        await old.add_dream(DreamRecord("a1" * 6, 7, 10 << 22, None, "dogs", JobSpec()))
+        await old.add_dream(DreamRecord("b1" * 6, 8, 11 << 22, None, "dogs", JobSpec()))
+    async with Store.open(target, runner="shards 0 of 2") as even:
+        assert await even.unfinished_dreams() == []
+        taken = await even.unfinished_dreams(adopt=lambda g: g is None or (g >> 22) % 2 == 0)
+        assert [d.id for d in taken] == ["a1" * 6]
 
 
 async def test_a_burst_from_one_member_holds_the_cooldown_and_the_quota(target: str) -> None:

@@ -38,6 +38,7 @@ from dreamcore.errors import (
     DreamError,
     JobCancelledError,
     JobTimeoutError,
+    PoolStartError,
     WorkerCrashedError,
 )
 from dreamcore.images import decode_image
@@ -200,3 +201,42 @@ async def test_an_actor_dreams_a_batch_and_lets_a_cancelled_job_go_alone(pool: D
     restarts = pool.stats().restarts
     await cancel_the_middle_of_a_batch(pool)
     assert pool.stats().restarts == restarts
+
+
+def test_without_ray_installed_the_pool_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as on `.[bot]` only
+    monkeypatch.delitem(sys.modules, "dreamcore.pool.ray", raising=False)
+    with pytest.raises(PoolStartError, match=r'install it with `pip install -e "\.\[ray\]"`'):
+        DreamPool(PoolConfig(ray_address="auto"))
+
+
+_NOBODY_THERE = """
+import asyncio, time
+from dreamcore.errors import PoolStartError
+from dreamcore.pool import DreamPool, PoolConfig
+
+async def main():
+    began = time.monotonic()
+    try:
+        async with DreamPool(PoolConfig(ray_address="127.0.0.1:9", start_timeout_s=5)):
+            print("started")
+    except PoolStartError as exc:
+        print(f"refused after {time.monotonic() - began:.1f} s: {exc}")
+
+asyncio.run(main())
+"""
+
+
+def test_a_ray_address_where_nobody_answers_fails_within_the_start_time_limit() -> None:
+    """`ray.init` retries such an address for ever; the bot hung at start (400 s and on). In a
+    process of its own: the connecting thread it leaves behind must not hold the exit either."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _NOBODY_THERE], capture_output=True, text=True, timeout=120
+    )
+    print(done.stdout, done.stderr[-2000:], f"exited after {time.monotonic() - began:.1f} s")
+    found = re.search(r"refused after ([\d.]+) s: (.*)", done.stdout)
+    assert found and float(found[1]) < 15, done.stdout
+    assert "within 5 s" in found[2] and done.returncode == 0

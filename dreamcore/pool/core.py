@@ -386,8 +386,13 @@ class DreamPool:
     def __init__(self, config: PoolConfig = PoolConfig(), backend: Backend | None = None) -> None:
         self.config = config
         if backend is None and config.ray_address:
-            from .ray import RayBackend  # only now: the local default never imports ray
-
+            try:
+                from .ray import RayBackend  # only now: the local default never imports ray
+            except ImportError as exc:
+                raise PoolStartError(
+                    f"workers on Ray were asked for ({config.ray_address!r}), but Ray cannot be "
+                    f'imported ({exc}): install it with `pip install -e ".[ray]"`'
+                ) from None
             backend = RayBackend(config)
         elif backend is None:
             from .local import LocalBackend

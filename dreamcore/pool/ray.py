@@ -220,13 +220,36 @@ class RayBackend(Backend):
         self._workers: list[RayWorker] = []
 
     async def open(self) -> None:
+        """Connect within the pool's start time limit: `ray.init` on an address where no cluster
+        answers retries for ever, so it runs on a daemon thread that is left behind on time-out
+        (the process is about to stop with the error)."""
         loop = asyncio.get_running_loop()
+        connected: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not connected.done():
+                connected.set_exception(error) if error else connected.set_result(None)
+
+        def connect() -> None:
+            error: BaseException | None = None
+            try:
+                self._connect()
+            except BaseException as exc:  # handed to the loop, raised there
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=connect, name="ray-connect", daemon=True).start()
+        where = f"the Ray cluster at {self.config.ray_address!r}"
         try:
-            await loop.run_in_executor(None, self._connect)
-        except Exception as exc:
+            await asyncio.wait_for(connected, self.config.start_timeout_s)
+        except TimeoutError:
             raise PoolStartError(
-                f"cannot reach the Ray cluster at {self.config.ray_address!r}: {_first(exc)}"
+                f"cannot reach {where} within {self.config.start_timeout_s:g} s "
+                "(is the address right, and is the cluster up?)"
             ) from None
+        except Exception as exc:
+            raise PoolStartError(f"cannot reach {where}: {_first(exc)}") from None
         self._plan = self._make_plan(ray.cluster_resources())
 
     def _connect(self) -> None:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import PoolStartError
 from ..jobs import DreamOverrides, JobSpec
 from ..poolbench import sample_image
 from ..presets import PRESETS
@@ -53,13 +54,21 @@ def run_ray_benchmark(
     counts = sorted(set(worker_counts))
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=address,
-            num_cpus=None if address else max(counts) * threads,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        try:
+            ray.init(
+                # "local": a cluster of its own even where one already runs on this machine
+                address=address or "local",
+                num_cpus=None if address else max(counts) * threads,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except Exception as exc:  # a bad address, a cluster that does not answer
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PoolStartError(
+                f"cannot start or reach Ray at {address or 'local'!r}: {first}"
+            ) from None
+
     try:
         return asyncio.run(_benchmark(counts, sample_image(size), specs, threads))
     finally:
