@@ -76,6 +76,7 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
         aiohttp.ClientSession() as session,
         DreamPool(pool_config(settings)) as pool,
     ):
+        log.info("Settings, presets and limits are kept in %r", store)
         message_content = settings.message_content
         while True:
             bot = make_bot(
