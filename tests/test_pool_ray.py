@@ -240,3 +240,33 @@ def test_a_ray_address_where_nobody_answers_fails_within_the_start_time_limit() 
     found = re.search(r"refused after ([\d.]+) s: (.*)", done.stdout)
     assert found and float(found[1]) < 15, done.stdout
     assert "within 5 s" in found[2] and done.returncode == 0
+
+
+_OWN_CLUSTER = """
+import asyncio, io, time
+from PIL import Image
+from dreamcore.jobs import DreamOverrides, JobSpec
+from dreamcore.pool import DreamPool, PoolConfig
+
+async def main():
+    buf = io.BytesIO()
+    Image.open("assets/coffee.png").convert("RGB").resize((64, 48)).save(buf, "PNG")
+    config = PoolConfig(ray_address="local", cpu_workers=1, torch_threads=1)
+    async with DreamPool(config) as pool:
+        await asyncio.sleep(3)  # the connecting thread is done with `ray.init` by now
+        spec = JobSpec(preset="default", overrides=DreamOverrides(steps=2, octaves=1), seed=1)
+        result = await (await pool.submit(buf.getvalue(), spec)).result()
+        print("dreamed", result.filename)
+
+asyncio.run(main())
+"""
+
+
+def test_a_cluster_the_pool_starts_itself_outlives_the_connecting_thread() -> None:
+    """Ray ties the processes of a cluster it starts to the thread that started them: the thread
+    that connects within the start time limit must stay, or the cluster dies under the pool (the
+    bench's own cluster did, "Failed to connect to GCS within 60 seconds")."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OWN_CLUSTER], capture_output=True, text=True, timeout=240
+    )
+    assert "dreamed dream-default-1" in done.stdout, done.stderr[-3000:]

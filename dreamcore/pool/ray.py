@@ -211,6 +211,35 @@ class RayWorker(WorkerHandle):
         self.events.exited(how)
 
 
+# Never set: the thread that ran `ray.init` waits on it for the rest of the process's life.
+_FOREVER = threading.Event()
+
+
+def init_within(timeout_s: float, **options: Any) -> None:
+    """`ray.init(**options)`, given up after `timeout_s`: at an address where no cluster answers
+    Ray retries for ever, so it runs on a daemon thread, left behind on time-out (the caller is
+    about to stop with the error). On success the thread stays: the processes of a cluster Ray
+    starts are tied to the thread that started them (they die with it, PR_SET_PDEATHSIG)."""
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def connect() -> None:
+        try:
+            ray.init(**options)
+        except BaseException as exc:  # raised again on the caller's thread
+            failed.append(exc)
+            done.set()
+            return
+        done.set()
+        _FOREVER.wait()
+
+    threading.Thread(target=connect, name="ray-connect", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError(f"within {timeout_s:g} s")
+    if failed:
+        raise failed[0]
+
+
 class RayBackend(Backend):
     """Dream actors on the Ray cluster at `config.ray_address` (connected at `open`)."""
 
@@ -220,41 +249,23 @@ class RayBackend(Backend):
         self._workers: list[RayWorker] = []
 
     async def open(self) -> None:
-        """Connect within the pool's start time limit: `ray.init` on an address where no cluster
-        answers retries for ever, so it runs on a daemon thread that is left behind on time-out
-        (the process is about to stop with the error)."""
-        loop = asyncio.get_running_loop()
-        connected: asyncio.Future[None] = loop.create_future()
-
-        def settle(error: BaseException | None) -> None:
-            if not connected.done():
-                connected.set_exception(error) if error else connected.set_result(None)
-
-        def connect() -> None:
-            error: BaseException | None = None
-            try:
-                self._connect()
-            except BaseException as exc:  # handed to the loop, raised there
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-                loop.call_soon_threadsafe(settle, error)
-
-        threading.Thread(target=connect, name="ray-connect", daemon=True).start()
-        where = f"the Ray cluster at {self.config.ray_address!r}"
         try:
-            await asyncio.wait_for(connected, self.config.start_timeout_s)
-        except TimeoutError:
+            await asyncio.to_thread(self._connect)
+        except TimeoutError as exc:
             raise PoolStartError(
-                f"cannot reach {where} within {self.config.start_timeout_s:g} s "
+                f"cannot reach the Ray cluster at {self.config.ray_address!r} {exc} "
                 "(is the address right, and is the cluster up?)"
             ) from None
         except Exception as exc:
-            raise PoolStartError(f"cannot reach {where}: {_first(exc)}") from None
+            raise PoolStartError(
+                f"cannot reach the Ray cluster at {self.config.ray_address!r}: {_first(exc)}"
+            ) from None
         self._plan = self._make_plan(ray.cluster_resources())
 
     def _connect(self) -> None:
         if not ray.is_initialized():
-            ray.init(
+            init_within(
+                self.config.start_timeout_s,
                 address=self.config.ray_address,
                 ignore_reinit_error=True,
                 log_to_driver=False,

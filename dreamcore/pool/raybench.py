@@ -33,6 +33,10 @@ __all__ = ["format_table", "run_ray_benchmark"]
 log = logging.getLogger(__name__)
 
 
+# Starting a local cluster takes seconds; an address where nobody answers would take for ever.
+_CONNECT_S = 60.0
+
+
 def run_ray_benchmark(
     worker_counts: Sequence[int],
     jobs: int,
@@ -45,6 +49,8 @@ def run_ray_benchmark(
     """One paired row (Ray vs local, 1 worker each), then a local and a Ray row per count."""
     import ray
 
+    from .ray import init_within
+
     if jobs < 1 or not worker_counts or min(worker_counts) < 1:
         raise ValueError("need at least one job and worker counts of at least 1")
     threads = threads or 1
@@ -55,7 +61,8 @@ def run_ray_benchmark(
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(
+            init_within(
+                _CONNECT_S,
                 # "local": a cluster of its own even where one already runs on this machine
                 address=address or "local",
                 num_cpus=None if address else max(counts) * threads,
@@ -63,7 +70,9 @@ def run_ray_benchmark(
                 log_to_driver=False,
                 logging_level=logging.WARNING,
             )
-        except Exception as exc:  # a bad address, a cluster that does not answer
+        except TimeoutError as exc:  # a well-formed address where no cluster answers
+            raise PoolStartError(f"no Ray cluster answers at {address!r} {exc}") from None
+        except Exception as exc:  # a bad address, a cluster that refuses
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PoolStartError(
                 f"cannot start or reach Ray at {address or 'local'!r}: {first}"
