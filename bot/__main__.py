@@ -134,9 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.env_file is not None and not args.env_file.is_file():
         parser.error(f"--env-file: {args.env_file} is not a file")
-    args.env_file = args.env_file or Path(".env")
     try:
-        settings = Settings(_env_file=args.env_file)  # type: ignore[call-arg]
+        settings = Settings(_env_file=args.env_file or Path(".env"))  # type: ignore[call-arg]
     except ValidationError as exc:
         print(describe_settings_error(exc), file=sys.stderr)
         return 2
@@ -159,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except (SchemaError, HealthServerError) as exc:
-        log.error("%s", str(exc)[:1].upper() + str(exc)[1:])
+        log.error("%s", exc)
         return 1
     except (aiohttp.ClientError, OSError) as exc:
         log.error("Cannot reach Discord: %s", exc)

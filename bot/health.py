@@ -78,7 +78,7 @@ class HealthServer:
             await self._runner.cleanup()
             self._runner = None
             raise HealthServerError(
-                f"the health check cannot listen on {self._host}:{self._port}: {exc.strerror or exc}"
+                f"The health check cannot listen on {self._host}:{self._port}: {exc.strerror or exc}"
                 " (DREAMBOT_HEALTH_PORT, DREAMBOT_HEALTH_HOST; DREAMBOT_HEALTH_ENABLED=false "
                 "turns it off)"
             ) from None

@@ -216,10 +216,11 @@ _FOREVER = threading.Event()
 
 
 def init_within(timeout_s: float, **options: Any) -> None:
-    """`ray.init(**options)`, given up after `timeout_s`: at an address where no cluster answers
-    Ray retries for ever, so it runs on a daemon thread, left behind on time-out (the caller is
-    about to stop with the error). On success the thread stays: the processes of a cluster Ray
-    starts are tied to the thread that started them (they die with it, PR_SET_PDEATHSIG)."""
+    """`ray.init(**options)`, given up after `timeout_s` with a `PoolStartError`, as is any
+    failure: at an address where no cluster answers Ray retries for ever, so it runs on a daemon
+    thread, left behind on time-out (the caller is about to stop with the error). On success the
+    thread stays: the processes of a cluster Ray starts are tied to the thread that started them
+    (they die with it, PR_SET_PDEATHSIG)."""
     failed: list[BaseException] = []
     done = threading.Event()
 
@@ -234,10 +235,14 @@ def init_within(timeout_s: float, **options: Any) -> None:
         _FOREVER.wait()
 
     threading.Thread(target=connect, name="ray-connect", daemon=True).start()
+    where = f"the Ray cluster at {options.get('address') or 'local'!r}"
     if not done.wait(timeout_s):
-        raise TimeoutError(f"within {timeout_s:g} s")
+        raise PoolStartError(
+            f"cannot reach {where} within {timeout_s:g} s (is the address right, and is the "
+            "cluster up?)"
+        )
     if failed:
-        raise failed[0]
+        raise PoolStartError(f"cannot reach {where}: {_first(failed[0])}")
 
 
 class RayBackend(Backend):
@@ -249,17 +254,7 @@ class RayBackend(Backend):
         self._workers: list[RayWorker] = []
 
     async def open(self) -> None:
-        try:
-            await asyncio.to_thread(self._connect)
-        except TimeoutError as exc:
-            raise PoolStartError(
-                f"cannot reach the Ray cluster at {self.config.ray_address!r} {exc} "
-                "(is the address right, and is the cluster up?)"
-            ) from None
-        except Exception as exc:
-            raise PoolStartError(
-                f"cannot reach the Ray cluster at {self.config.ray_address!r}: {_first(exc)}"
-            ) from None
+        await asyncio.to_thread(self._connect)
         self._plan = self._make_plan(ray.cluster_resources())
 
     def _connect(self) -> None:
