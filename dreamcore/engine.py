@@ -23,6 +23,10 @@ Choices, each made by looking at the pictures (see DREAM_NOTES.md):
 - each step may also see the image turned and scaled a little at random (`turn`, `zoom`), the
   transformation robustness of feature visualisation: only what reads as a head from several
   angles and sizes grows, so heads come out whole and stay readable through a heavy blur;
+- with `cutouts`, a coarse octave's scaled gradient is taken on that many random crops of the
+  image (each `cutout` of its side), each scaled up to `grad_side`: the network must find its
+  class in every part it is shown, so whole heads and bodies grow at several places, not one
+  texture spread over the frame (the cutouts of CLIP-guided image making);
 - the scene is anchored: after each step the coarse band of the change (below `anchor_side`
   pixels) is pulled back towards the photo, so the layout survives (`anchor`); with
   `scene_floor`, the finished dream's change below 96 px is pulled back further, only as far as
@@ -45,7 +49,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +121,10 @@ class DreamParams:
     grad_own: float = 0.0  # with grad_side: the octave's own-size gradient too, at this weight
     turn: float = 0.0  # degrees: each step's gradient is taken on the image turned by up to this
     zoom: float = 0.0  # ... and scaled by 1 +- up to this
+    # With grad_side: at the coarse octaves, the scaled gradient summed over this many random
+    # crops, each `cutout` (least, most) of the octave's side, scaled up to grad_side (0: off).
+    cutouts: int = 0
+    cutout: tuple[float, float] = (0.4, 0.7)
     anchor: float = 0.0
     anchor_side: int = 32
     # With anchor: the least structural similarity (`scene_similarity`) the dream keeps with
@@ -153,6 +161,10 @@ class DreamParams:
             raise InvalidParameterError("turn must lie in 0..45 degrees, zoom in 0..0.5")
         if self.grad_own < 0:
             raise InvalidParameterError("grad_own must not be negative")
+        if not 0 <= self.cutouts <= 16 or not 0.1 <= self.cutout[0] <= self.cutout[1] <= 1.0:
+            raise InvalidParameterError(
+                "cutouts must lie in 0..16, and the cutout's sides in 0.1..1 (least first)"
+            )
         if not 0.0 <= self.plain_step <= 1.0 or self.plain_contrast <= 0:
             raise InvalidParameterError("plain_step must lie in 0..1, plain_contrast above 0")
         if not 1.0 <= self.structure_gain <= 4.0:
@@ -429,6 +441,7 @@ def _step(
         lambda t: run.gradient(t, net, objective),
         warps=warps,
         coarse=coarse,
+        cutouts=_cutouts(gens, params, min(img.shape[-2:])),
     )
     g = _roll(g, [(-dy, -dx) for dy, dx in shifts])
     g = pyramid_normalize(g, params.pyramid_levels)
@@ -458,10 +471,41 @@ def _shift(gen: torch.Generator, jitter: int) -> tuple[int, int]:
     return dy, dx
 
 
-def _warp(gen: torch.Generator, turn: float, zoom: float) -> tuple[float, float]:
-    """A random (angle in radians, scale) within +-turn degrees and 1 +- zoom."""
+class Warp(NamedTuple):
+    """How the network sees an image: turned by `angle` (radians) and scaled by `scale` about
+    the point (`dx`, `dy`) of the image (-1..1 from edge to edge; 0, 0 is the centre)."""
+
+    angle: float
+    scale: float
+    dx: float = 0.0
+    dy: float = 0.0
+
+
+def _warp(gen: torch.Generator, turn: float, zoom: float) -> Warp:
+    """A random turn and scale within +-turn degrees and 1 +- zoom."""
     a, b = (torch.rand(2, generator=gen) * 2 - 1).tolist()
-    return math.radians(a * turn), 1.0 + b * zoom
+    return Warp(math.radians(a * turn), 1.0 + b * zoom)
+
+
+def _cutouts(
+    gens: Sequence[torch.Generator], params: DreamParams, side: int
+) -> list[list[Warp]] | None:
+    """`params.cutouts` random crops per image for an octave whose shorter side is `side`
+    (None where the octave is not scaled up): each a turn and scale as `_warp` draws them, then
+    a square-aspect crop of a random `params.cutout` share of the side, anywhere in the image."""
+    if not params.cutouts or not params.grad_side or side >= params.grad_side:
+        return None
+    lo, hi = params.cutout
+    views: list[list[Warp]] = []
+    for _ in range(params.cutouts):
+        row = []
+        for gen in gens:
+            angle, scale, _, _ = _warp(gen, params.turn, params.zoom)
+            f, u, v = torch.rand(3, generator=gen).tolist()
+            share = lo + (hi - lo) * f
+            row.append(Warp(angle, scale / share, (2 * u - 1) * (1 - share), (2 * v - 1) * (1 - share)))
+        views.append(row)
+    return views
 
 
 def _roll(x: torch.Tensor, shifts: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -682,26 +726,46 @@ def octave_gradient(
     own: float,
     grad: Callable[[torch.Tensor], torch.Tensor],
     *,
-    warps: Sequence[tuple[float, float]] | None = None,
+    warps: Sequence[Warp] | None = None,
     coarse: Sequence[float] | None = None,
+    cutouts: Sequence[Sequence[Warp]] | None = None,
 ) -> torch.Tensor:
     """An octave's gradient: `scaled_gradient` at `side`, or with `own` > 0 below that side,
     both gradients (own size and scaled), each normalised per image, the scaled one times
-    `coarse` (per image, default 1) and the own-size one times `own`.
+    `coarse` (per image, default 1) and the own-size one times `own`. With `cutouts` (one list
+    of per-image warps per crop), the scaled gradient is the sum of the crops' instead.
 
     Where no image of the batch wants the scaled one, the own-size gradient is returned as it
     is, so such a photo dreams as it would with `side` 0.
     """
     h, w = x.shape[-2:]
-    if not own or not side or min(h, w) >= side:
+    if not side or min(h, w) >= side:
         return scaled_gradient(x, side, grad, warps=warps)
+    if not own:
+        return _scaled(x, side, grad, warps, cutouts)
     mine = scaled_gradient(x, 0, grad, warps=warps)
     if coarse is not None and not any(coarse):
         return mine
-    out = _unit(scaled_gradient(x, side, grad, warps=warps))
+    out = _unit(_scaled(x, side, grad, warps, cutouts))
     for i, c in enumerate(coarse or ()):  # host floats: no host-to-device copy (a CUDA sync)
         out[i].mul_(c)
     return out.add_(_unit(mine), alpha=own)
+
+
+def _scaled(
+    x: torch.Tensor,
+    side: int,
+    grad: Callable[[torch.Tensor], torch.Tensor],
+    warps: Sequence[Warp] | None,
+    cutouts: Sequence[Sequence[Warp]] | None,
+) -> torch.Tensor:
+    """The scaled gradient: on the whole image, or summed over the crops in `cutouts`."""
+    if not cutouts:
+        return scaled_gradient(x, side, grad, warps=warps)
+    out = scaled_gradient(x, side, grad, warps=cutouts[0])
+    for crop in cutouts[1:]:
+        out.add_(scaled_gradient(x, side, grad, warps=crop))
+    return out
 
 
 def _unit(g: torch.Tensor) -> torch.Tensor:
@@ -713,7 +777,7 @@ def scaled_gradient(
     side: int,
     grad: Callable[[torch.Tensor], torch.Tensor],
     *,
-    warps: Sequence[tuple[float, float]] | None = None,
+    warps: Sequence[Warp] | None = None,
 ) -> torch.Tensor:
     """The gradient, taken on a copy scaled up so its shorter side is at least `side`, and turned
     and scaled about its centre by each image's (angle, scale) in `warps`.
@@ -744,7 +808,7 @@ def scaled_gradient(
 
 
 def resample(
-    x: torch.Tensor, size: tuple[int, int], warps: Sequence[tuple[float, float]] | None
+    x: torch.Tensor, size: tuple[int, int], warps: Sequence[Warp] | None
 ) -> torch.Tensor:
     """`x` scaled to `size` and, with `warps`, turned and scaled about its centre per image."""
     if warps is None:
@@ -760,7 +824,7 @@ def resample(
 
 
 def _grid(
-    warps: Sequence[tuple[float, float]],
+    warps: Sequence[Warp],
     hw: tuple[int, int],
     size: tuple[int, int],
     like: torch.Tensor,
@@ -770,7 +834,7 @@ def _grid(
 
 
 def resample_back(
-    g: torch.Tensor, size: tuple[int, int], warps: Sequence[tuple[float, float]] | None
+    g: torch.Tensor, size: tuple[int, int], warps: Sequence[Warp] | None
 ) -> torch.Tensor:
     """The transpose of `resample`: a gradient on its output taken back to its (h, w) = `size`
     input, as autograd would, but adding in a fixed order on every device.
@@ -858,13 +922,14 @@ def _linear_weights(n: int, m: int, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(eye, size=m, mode="linear", align_corners=False)[0]
 
 
-def _thetas(warps: Sequence[tuple[float, float]], h: int, w: int) -> torch.Tensor:
+def _thetas(warps: Sequence[Warp], h: int, w: int) -> torch.Tensor:
     """affine_grid's matrices (B, 2, 3) for turns and scales in pixel space (not squashed by the
-    picture's aspect in affine_grid's [-1, 1] coordinates)."""
+    picture's aspect in affine_grid's [-1, 1] coordinates), about each warp's point."""
     rows = []
-    for angle, scale in warps:
+    for warp in warps:
+        angle, scale, dx, dy = Warp(*warp)
         c, s = math.cos(angle) / scale, math.sin(angle) / scale
-        rows.append([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]])
+        rows.append([[c, -s * h / w, dx], [s * w / h, c, dy]])
     return torch.tensor(rows, dtype=torch.float32)
 
 

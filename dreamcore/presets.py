@@ -57,6 +57,8 @@ class Preset(BaseModel):
     grad_own: float = Field(0.0, ge=0.0, le=4.0)  # ... and at their own size, at this weight
     turn: float = Field(0.0, ge=0.0, le=45.0)  # each step's gradient on the image turned +- this
     zoom: float = Field(0.0, ge=0.0, le=0.5)  # ... and scaled by 1 +- this (0, 0: off)
+    cutouts: int = Field(0, ge=0, le=16)  # with grad_side: that many crops per coarse step
+    cutout: tuple[float, float] = (0.4, 0.7)  # ... each this share of the side (least, most)
     anchor: float = Field(0.0, ge=0.0, le=1.0)  # how much of the layout's change to undo
     anchor_side: int = Field(32, ge=4, le=1024)  # the layout: this many pixels on the long side
     scene_floor: float = Field(0.0, ge=0.0, lt=1.0)  # with anchor: the least scene SSIM kept

@@ -15,6 +15,7 @@ from photos import photo, png_bytes, tensor
 from dreamcore import engine, runner
 from dreamcore.engine import (
     DreamParams,
+    Warp,
     coarse_weight,
     dream,
     gradient,
@@ -365,6 +366,7 @@ def test_a_turned_and_scaled_gradient_lands_back_where_its_pattern_is() -> None:
         ((160, 224), None),
         ((224, 300), [(math.radians(4), 1.08), (math.radians(-5), 0.92)]),
         ((70, 90), [(math.radians(30), 1.1), (0.0, 1.0)]),  # far past the borders: reflections
+        ((112, 160), [Warp(0.05, 2.2, 0.4, -0.5), Warp(-0.08, 1.5, -0.3, 0.3)]),  # cutouts
     ],
 )
 def test_resample_back_is_the_transpose_autograd_finds(size, warps, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -457,6 +459,44 @@ def test_dogs_keeps_the_layout_of_coffee_not_of_a_star_field(net) -> None:  # ty
     kept, loose = layout(dream(x, net, objective, p)), layout(dream(x, net, objective, free))
     print(f"coffee's layout change x{kept / loose:.2f}")
     assert kept < 0.7 * loose, (kept, loose)
+
+
+def test_a_cutout_takes_its_gradient_from_its_own_part_of_the_image() -> None:
+    """A cutout (a warp scaling by 1 / share about a point) shows the network one part of the
+    image, scaled up: the gradient lands inside that part, whatever the rest holds, and the
+    crops `_cutouts` draws stay inside the image and come only at octaves that are scaled up."""
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    seen: list[torch.Tensor] = []
+
+    def grad(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t)
+        return torch.ones_like(t)
+
+    g = scaled_gradient(x, 112, grad, warps=[Warp(0.0, 2.0, -0.5, -0.5)])  # the top-left quarter
+    assert seen[0].shape[-2:] == (112, 168)
+    inside = g[..., :33, :49].abs().sum()
+    assert inside > 0.999 * g.abs().sum(), (inside.item(), g.abs().sum().item())
+    assert g[..., 2:30, 2:46].min() > 0  # and covers it
+    params = DreamParams(grad_side=224, cutouts=3, cutout=(0.4, 0.7), turn=5.0, zoom=0.1)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    assert engine._cutouts(gens, params, 224) is None  # not scaled up: the whole image
+    assert engine._cutouts(gens, replace(params, cutouts=0), 100) is None
+    views = engine._cutouts(gens, params, 100)
+    assert views is not None and [len(v) for v in views] == [2, 2, 2]
+    for w in itertools.chain.from_iterable(views):
+        share = 1 / w.scale  # up to the zoom of 1 +- 0.1
+        assert 0.4 / 1.1 <= share <= 0.7 / 0.9 and abs(w.angle) <= math.radians(5)
+        assert abs(w.dx) + share <= 1.0 + 0.1 and abs(w.dy) + share <= 1.0 + 0.1
+    assert views[0][0] != views[0][1] and views[0][0] != views[1][0]
+
+
+def test_cutouts_are_bounded() -> None:
+    with pytest.raises(InvalidParameterError, match="cutouts"):
+        DreamParams(cutouts=17)
+    with pytest.raises(InvalidParameterError, match="cutout"):
+        DreamParams(cutout=(0.7, 0.4))
+    with pytest.raises(InvalidParameterError, match="cutout"):
+        DreamParams(cutout=(0.05, 0.4))
 
 
 def test_turn_and_zoom_are_bounded() -> None:
