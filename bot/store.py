@@ -235,6 +235,10 @@ class Store:
     async def schema_version(self) -> int:
         return await self._db.schema_version()
 
+    async def ping(self) -> None:
+        """One trivial round trip (`SELECT 1`): the health check's proof the database answers."""
+        await self._db.fetchone("SELECT 1")
+
     # --- server settings ---------------------------------------------------------------------
 
     async def guild_config(self, guild_id: int) -> GuildConfig:

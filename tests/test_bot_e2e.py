@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from fakediscord import FakeDiscord, RecordedRequest, payloads
 from fakediscord.fixtures import BotRunner, serving
+from pgserver import PostgresServer
 from PIL import Image, ImageChops, ImageStat
 
 from bot.client import DreamBot
@@ -865,6 +866,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def _health(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def _until_healthy(
+    session: aiohttp.ClientSession, url: str, task: asyncio.Task[None], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll `/healthz` until it says 200 (the bot in `task` must not end first); its body."""
+    async with asyncio.timeout(timeout):
+        while True:
+            assert not task.done(), task
+            with contextlib.suppress(aiohttp.ClientError):
+                status, body = await _health(session, url)
+                if status == 200:
+                    return body
+            await asyncio.sleep(0.1)
+
+
 @pytest.mark.parametrize("fake", [{"enabled_privileged_intents": 0}], indirect=True)
 async def test_run_serves_health_and_goes_on_without_a_refused_intent(
     fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -887,20 +907,8 @@ async def test_run_serves_health_and_goes_on_without_a_refused_intent(
     task = asyncio.create_task(run(settings))
     try:
         async with aiohttp.ClientSession() as session:
-
-            async def health() -> tuple[int, dict[str, Any]]:
-                async with session.get(url) as resp:
-                    return resp.status, await resp.json()
-
-            async with asyncio.timeout(60):
-                while True:
-                    assert not task.done(), task
-                    with contextlib.suppress(aiohttp.ClientError):
-                        status, body = await health()
-                        if status == 200:
-                            break
-                    await asyncio.sleep(0.1)
-        assert body["gateway"] is True and body["pool"] is True
+            body = await _until_healthy(session, url, task)
+        assert body["gateway"] is True and body["pool"] is True and body["database"] is True
         assert body["latency_s"] is not None and body["workers"] == 1
         identifies = [f.data["intents"] for f in fake.recorder.gateway if f.op == 2]
         assert len(identifies) == 2, "refused with the intent, then accepted without it"
@@ -913,6 +921,48 @@ async def test_run_serves_health_and_goes_on_without_a_refused_intent(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert (tmp_path / "bot.sqlite3").exists()
+
+
+async def test_health_is_503_while_the_database_hangs_or_is_down(
+    fake: FakeDiscord, tmp_path: Path, stoppable_postgres_server: PostgresServer
+) -> None:
+    """Every member's command needs the database: the bot said it was healthy while PostgreSQL
+    was down and members got "Something went wrong on my side". A server that hangs gets its
+    answer within Docker's 5 s too."""
+    from bot.__main__ import run
+
+    server = stoppable_postgres_server
+    port = _free_port()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        discord_token=fake.token,
+        database_url=await server.new_database(),
+        devices=["cpu"],
+        cpu_workers=1,
+        torch_threads=1,
+        health_port=port,
+        cdn_hosts=["127.0.0.1"],
+        cdn_schemes=["http"],
+    )
+    url = f"http://127.0.0.1:{port}/healthz"
+    task = asyncio.create_task(run(settings))
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert (await _until_healthy(session, url, task))["database"] is True
+            server.pause()
+            began = time.monotonic()
+            status, body = await _health(session, url)
+            assert time.monotonic() - began < 5.0, "a hung database hung the health check"
+            assert (status, body["database"], body["gateway"]) == (503, False, True), body
+            server.resume()
+            assert (await _until_healthy(session, url, task, timeout=20))["database"] is True
+            server.stop()
+            status, body = await _health(session, url)
+            assert (status, body["database"], body["pool"]) == (503, False, True), body
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_one_person_gets_a_polite_limit_past_their_running_and_queued_dreams(
@@ -966,7 +1016,7 @@ async def test_the_token_is_never_logged(
     assert fake.token not in repr(harness.bot) and fake.token not in repr(harness.bot.settings)  # type: ignore[union-attr]
 
 
-async def test_a_health_port_in_use_is_named_not_blamed_on_discord(bot: DreamBot) -> None:
+async def test_a_health_port_in_use_is_named_not_blamed_on_discord() -> None:
     import socket
 
     from bot.health import HealthServer, HealthServerError
@@ -975,7 +1025,7 @@ async def test_a_health_port_in_use_is_named_not_blamed_on_discord(bot: DreamBot
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        health = HealthServer(bot, bot.pool, host="127.0.0.1", port=port)
+        health = HealthServer(host="127.0.0.1", port=port)
         with pytest.raises(HealthServerError, match="DREAMBOT_HEALTH_PORT"):
             await health.start()
         await health.stop()  # nothing left open to stop
