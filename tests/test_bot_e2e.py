@@ -311,6 +311,11 @@ def content_of(request: RecordedRequest) -> str:
     return request.content or ""
 
 
+def edited_to(fake: FakeDiscord, message_id: str) -> list[str]:
+    """Every content a message was edited to, in order."""
+    return [content_of(r) for r in fake.recorder.edits(message_id)]
+
+
 # --- dreams ------------------------------------------------------------------------------------
 
 
@@ -788,9 +793,108 @@ async def test_a_restart_with_dreams_running_and_queued_answers_each_exactly_onc
     assert [len(images_for(p, m)) for p, m in zip(people, asked, strict=True)] == [1] * 4
     assert with_files(replies_to(fake, asked[0])), "the running one finished before the stop"
     for message in asked[1:]:
-        assert any("will continue" in m["content"] for m in replies_to(fake, message))
+        said = [text for m in replies_to(fake, message) for text in edited_to(fake, m["id"])]
+        assert any("will continue" in text for text in said), said
     assert harness.bot is not None
     assert await harness.bot.store.unfinished_dreams() == []
+
+
+async def test_a_dream_saved_at_a_restart_continues_in_the_message_that_said_so(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """ "...saved and will continue when I'm back" stayed so after the dream came back as a new
+    message; now the dream goes on in that message (prefix and slash alike), which ends
+    pointing to the result, and no other progress message is posted."""
+    await harness.start(max_image_side=96, shutdown_grace_s=60.0)
+    carol = fake.add_user("carol")
+    fake.add_member(fake.guild, carol)
+    running = await ask(fake, "!dream dogs steps=40 octaves=2")
+    await eventually(
+        lambda: any(m["content"].startswith("🌀") for m in replies_to(fake, running)),
+        what="the first dream to run",
+    )
+    queued = await ask(fake, "!dream dogs", author=fake.bob)  # one worker: these two wait
+    slash = await fake.slash("dream", {"image": fake.attachment(PHOTO, "p.png")}, user=carol)
+    await eventually(lambda: replies_to(fake, queued), what="the prefix dream to be queued")
+    await eventually(
+        lambda: fake.original_response(slash)["content"].startswith("⏳"),
+        what="the slash dream to be queued",
+    )
+    saved = {
+        fake.bob["id"]: replies_to(fake, queued)[0]["id"],
+        carol["id"]: fake.original_response(slash)["id"],
+    }
+    await harness.restart(max_image_side=96)
+
+    def result_for(user_id: str) -> dict[str, Any] | None:
+        return next(
+            (
+                m
+                for m in with_files(list(fake.messages.values()))
+                if m["content"].startswith(f"<@{user_id}>")
+            ),
+            None,
+        )
+
+    await eventually(
+        lambda: all(result_for(u) for u in saved), timeout=90, what="both dreams, resumed"
+    )
+    await _pool_idle(harness.pool)
+    await asyncio.sleep(0.5)  # nothing more may come
+    bot_id = fake.bot_user["id"]
+    for user_id, message_id in saved.items():
+        said = edited_to(fake, message_id)
+        assert any("will continue" in text for text in said), said
+        result = result_for(user_id)
+        assert result is not None
+        message = fake.messages[message_id]
+        assert "continued after my restart" in message["content"], said
+        assert message["content"].endswith(f"/{result['channel_id']}/{result['id']}"), said
+        assert custom_ids(message) == [], "the Cancel button goes when the dream is done"
+        progress = [
+            m["id"]
+            for m in fake.messages.values()
+            if m["author"]["id"] == bot_id
+            and not m.get("attachments")
+            and f"<@{user_id}>" in m["content"]
+        ]
+        assert progress == [message_id], "no new progress message: the saved one went on"
+
+
+async def test_a_saved_message_deleted_before_the_restart_is_replaced_by_a_new_one(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    await harness.start(max_image_side=96, shutdown_grace_s=60.0)
+    running = await ask(fake, "!dream dogs steps=40 octaves=2")
+    await eventually(
+        lambda: any(m["content"].startswith("🌀") for m in replies_to(fake, running)),
+        what="the first dream to run",
+    )
+    queued = await ask(fake, "!dream dogs", author=fake.bob)
+    await eventually(lambda: replies_to(fake, queued), what="the second to be queued")
+    saved = replies_to(fake, queued)[0]["id"]
+    assert harness.bot is not None
+    await harness.runner.stop(harness.bot)
+    await harness.stores.pop().close()
+    fake.forget_message(saved)  # a moderator tidied the channel while the bot was away
+    await harness.start(max_image_side=96)
+    mention = f"<@{fake.bob['id']}>"
+
+    def from_bot(with_file: bool) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in fake.messages.values()
+            if m["author"]["id"] == fake.bot_user["id"]
+            and m["content"].startswith(mention)
+            and bool(m.get("attachments")) == with_file
+        ]
+
+    await eventually(lambda: from_bot(True), timeout=90, what="the resumed dream")
+    (progress,) = await eventually(
+        lambda: [m for m in from_bot(False) if "continued after my restart" in m["content"]],
+        what="a new progress message pointing to the result",
+    )
+    assert progress["id"] != saved
 
 
 async def test_a_queued_dream_without_its_stored_photo_is_dropped_and_the_member_told(
