@@ -38,8 +38,8 @@ WORKDIR /home/dream
 # here proves they are in the image, so the bot starts offline.
 RUN python -c "from dreamcore.models import load_model; load_model('efficientnet_lite0')"
 VOLUME ["/data"]
-# Healthy = gateway ready, latency finite, dream pool alive (bot/health.py). Workers load their
-# models at start, hence the start period.
+# Healthy = gateway ready, latency finite, dream pool alive, database answering within 2 s
+# (bot/health.py). Workers load their models at start, hence the start period.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('DREAMBOT_HEALTH_PORT', '8080'), timeout=5)"]
 ENTRYPOINT ["dreambot"]

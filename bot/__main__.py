@@ -70,8 +70,13 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 async def run(settings: Settings, *, sync: bool = False) -> None:
-    """Open everything, connect, and close it all in reverse order on the way out."""
+    """Open everything, connect, and close it all in reverse order on the way out.
+
+    The health check listens first: a port in use fails the start at once, not after the
+    workers have loaded their models.
+    """
     async with (
+        _health_server(settings) as health,
         Store.open(settings.database_target(), runner=settings.runner) as store,
         aiohttp.ClientSession() as session,
         DreamPool(pool_config(settings)) as pool,
@@ -88,7 +93,7 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
                 message_content=message_content,
             )
             try:
-                await _serve(bot, settings, pool)
+                await _serve(bot, settings, health)
                 return
             except discord.PrivilegedIntentsRequired:
                 if not message_content:
@@ -101,28 +106,28 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
                 message_content = False
 
 
-async def _serve(bot: DreamBot, settings: Settings, pool: DreamPool) -> None:
+def _health_server(
+    settings: Settings,
+) -> contextlib.AbstractAsyncContextManager[HealthServer | None]:
+    if not settings.health_enabled:
+        return contextlib.nullcontext(None)
+    return HealthServer(host=settings.health_host, port=settings.health_port)
+
+
+async def _serve(bot: DreamBot, settings: Settings, health: HealthServer | None) -> None:
     loop = asyncio.get_running_loop()
-    health = (
-        HealthServer(bot, pool, host=settings.health_host, port=settings.health_port)
-        if settings.health_enabled
-        else None
-    )
     async with bot:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
         try:
             if health is not None:
-                await health.start()
-                log.info("Health check on http://%s:%s/healthz", settings.health_host, health.port)
+                health.watch(bot)
             await bot.start(settings.discord_token.get_secret_value())
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
-            if health is not None:
-                await health.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

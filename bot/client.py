@@ -171,7 +171,9 @@ class DreamBot(commands.Bot):
         guild = getattr(channel, "guild", None)
         owner = guild.get_member(record.owner_id) if guild is not None else None
         return ChannelReply(
-            channel, owner or self.get_user(record.owner_id) or discord.Object(record.owner_id)
+            channel,
+            owner or self.get_user(record.owner_id) or discord.Object(record.owner_id),
+            message_id=record.paused_message_id,
         )
 
     async def _prune_sources(self) -> None:

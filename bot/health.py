@@ -1,7 +1,10 @@
-"""A tiny HTTP endpoint for container health checks: gateway ready, latency finite, pool alive."""
+"""A tiny HTTP endpoint for container health checks: gateway ready, latency finite, pool alive,
+database answering."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -12,19 +15,27 @@ if TYPE_CHECKING:
     from dreamcore.pool import DreamPool
 
     from .client import DreamBot
+    from .store import Store
 
-__all__ = ["HealthServer", "HealthServerError", "health"]
+__all__ = ["DATABASE_TIMEOUT_S", "HealthServer", "HealthServerError", "health"]
+
+log = logging.getLogger(__name__)
+
+# Under the 5 s that Docker's HEALTHCHECK client waits (Dockerfile): a database that hangs makes
+# the answer "unhealthy", never no answer.
+DATABASE_TIMEOUT_S = 2.0
 
 
 class HealthServerError(OSError):
     """The health check cannot listen where the settings say (a port in use, a bad host)."""
 
 
-def health(bot: DreamBot, pool: DreamPool) -> tuple[bool, dict[str, Any]]:
+def health(bot: DreamBot, pool: DreamPool, *, database: bool) -> tuple[bool, dict[str, Any]]:
     """(healthy, details): what Docker's HEALTHCHECK (and a person with curl) reads.
 
-    A sharded bot reports each of its shards, and is healthy only while every one of them is
-    connected with a finite latency.
+    `database`: whether the database answered (`HealthServer` asks it); every member's
+    command needs it. A sharded bot reports each of its shards, and is healthy only while every one of
+    them is connected with a finite latency.
     """
     latency = bot.latency
     gateway = bot.is_ready() and not bot.is_closed()
@@ -33,12 +44,14 @@ def health(bot: DreamBot, pool: DreamPool) -> tuple[bool, dict[str, Any]]:
         "latency_s": latency if math.isfinite(latency) else None,
         "pool": pool.ready,
         "workers": pool.stats().workers,
+        "database": database,
     }
     shards_ok = True
     if isinstance(bot, discord.AutoShardedClient):
         details["shards"] = shards = _shards(bot)
         shards_ok = all(s["connected"] and s["latency_s"] is not None for s in shards.values())
-    return gateway and math.isfinite(latency) and pool.ready and shards_ok, details
+    healthy = gateway and math.isfinite(latency) and pool.ready and shards_ok and database
+    return healthy, details
 
 
 def _shards(bot: discord.AutoShardedClient) -> dict[str, dict[str, Any]]:
@@ -56,15 +69,26 @@ def _shards(bot: discord.AutoShardedClient) -> dict[str, dict[str, Any]]:
 
 
 class HealthServer:
-    """`GET /healthz` -> 200 or 503 with JSON details; started and stopped by the root."""
+    """`GET /healthz` -> 200 or 503 with JSON details; started and stopped by the root.
 
-    def __init__(self, bot: DreamBot, pool: DreamPool, *, host: str, port: int) -> None:
-        self._bot = bot
-        self._pool = pool
+    It listens before the dream workers start, so a port in use fails the start at once, and
+    answers 503 (`"starting": true`) until `watch` gives it the bot to report on.
+    """
+
+    def __init__(
+        self, *, host: str, port: int, database_timeout_s: float = DATABASE_TIMEOUT_S
+    ) -> None:
         self._host = host
         self._port = port
+        self._database_timeout_s = database_timeout_s
+        self._bot: DreamBot | None = None
+        self._ping: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+
+    def watch(self, bot: DreamBot) -> None:
+        """Report on this bot (its pool and its store) from now on."""
+        self._bot = bot
 
     async def start(self) -> None:
         app = web.Application()
@@ -84,8 +108,11 @@ class HealthServer:
             ) from None
         address = self._runner.addresses[0]
         self.port = int(address[1])
+        log.info("Health check on http://%s:%s/healthz", self._host, self.port)
 
     async def stop(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()  # a ping still out on a hung database: not waited for
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -98,5 +125,38 @@ class HealthServer:
         await self.stop()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        ok, details = health(self._bot, self._pool)
+        bot = self._bot
+        if bot is None:
+            return web.json_response({"starting": True}, status=503)
+        database = await self._database_answers(bot.store)
+        ok, details = health(bot, bot.pool, database=database)
         return web.json_response(details, status=200 if ok else 503)
+
+    async def _database_answers(self, store: Store) -> bool:
+        """Whether a `SELECT 1` comes back within the time limit.
+
+        One at a time, and not cancelled at its time limit: asyncpg's cancel of a query asks the server, so on a
+        server that hangs the cancel hangs too. A ping past its time is left running (the
+        database counts as not answering until it is back), and the next check waits on it.
+        """
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.create_task(store.ping(), name="dreambot-health-ping")
+            self._ping.add_done_callback(_retrieve)
+        ping = self._ping
+        done, _ = await asyncio.wait({ping}, timeout=self._database_timeout_s)
+        if not done:
+            reason = f"no answer in {self._database_timeout_s:g} s"
+        elif ping.cancelled():
+            reason = "cancelled"
+        elif (error := ping.exception()) is not None:
+            reason = repr(error)
+        else:
+            return True
+        log.warning("Health check: the database did not answer (%s)", reason)
+        return False
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A ping that ends when nobody waits any more: its error is seen, not logged as lost."""
+    if not task.cancelled():
+        task.exception()

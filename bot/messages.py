@@ -35,6 +35,8 @@ __all__ = [
     "COLOUR_OPTION_HELP",
     "EMBED_COLOUR",
     "PLAIN_OPTION_HELP",
+    "continued_text",
+    "done_text",
     "dropped_text",
     "help_embed",
     "info_text",
@@ -163,6 +165,11 @@ def dropped_text(label: str, prefix: str) -> str:
 
 def done_text(label: str, elapsed_s: float) -> str:
     return f"✅ Dreamed `{label}` in {elapsed_s:.1f} s."
+
+
+def continued_text(label: str, elapsed_s: float, result_url: str) -> str:
+    """What the message that said "saved, will continue" ends as: where the result went."""
+    return f"✅ Your `{label}` dream continued after my restart ({elapsed_s:.1f} s): {result_url}"
 
 
 def result_embed(

@@ -30,6 +30,7 @@ class Reply(ABC):
     user: discord.abc.User
     channel: discord.abc.Messageable | None
     guild: discord.Guild | None
+    _progress: discord.Message | discord.PartialMessage | None = None
 
     @property
     @abstractmethod
@@ -54,6 +55,12 @@ class Reply(ABC):
     ) -> discord.Message | None:
         """The dreamed image with its line and buttons."""
 
+    @property
+    def progress_id(self) -> int | None:
+        """The progress message's id, once there is one: a dream saved at shutdown names it,
+        and the next start continues in it (`ChannelReply(message_id=...)`)."""
+        return self._progress.id if self._progress is not None else None
+
 
 class MessageReply(Reply):
     """Replies to a chat message (prefix command or mention)."""
@@ -63,7 +70,7 @@ class MessageReply(Reply):
         self.user = message.author
         self.channel = message.channel
         self.guild = message.guild
-        self._progress: discord.Message | None = None
+        self._progress = None
 
     @property
     def filesize_limit(self) -> int:
@@ -143,7 +150,7 @@ class InteractionReply(Reply):
             kwargs: dict[str, Any] = {"content": text}
             if view is not MISSING:
                 kwargs["view"] = view
-            await self.interaction.edit_original_response(**kwargs)
+            self._progress = await self.interaction.edit_original_response(**kwargs)
         # Past the token's life the "thinking" message can no longer be edited: stay quiet and
         # let the result, sent to the channel, speak.
 
@@ -172,14 +179,22 @@ class ChannelReply(Reply):
     """A dream picked up after a restart: its command is gone, so it speaks in the channel."""
 
     def __init__(
-        self, channel: discord.abc.Messageable, user: discord.abc.User | discord.Object
+        self,
+        channel: discord.abc.Messageable,
+        user: discord.abc.User | discord.Object,
+        *,
+        message_id: int | None = None,
     ) -> None:
-        """`user` may be a bare `discord.Object`: without the members intent, none is cached."""
+        """`user` may be a bare `discord.Object`: without the members intent, none is cached.
+
+        `message_id`: the message that said the dream was saved at shutdown; its progress goes
+        on in it (a new message if it is gone), so it does not keep saying the dream waits.
+        """
         self.channel = channel
         self.user = user  # type: ignore[assignment]
         self.guild = getattr(channel, "guild", None)
         self._mention = f"<@{user.id}>"
-        self._progress: discord.Message | None = None
+        self._progress = _message(channel, message_id)
 
     @property
     def filesize_limit(self) -> int:
@@ -197,14 +212,19 @@ class ChannelReply(Reply):
         await self.channel.send(f"{self._mention} {text}", allowed_mentions=_MENTION_USER)
 
     async def progress(self, text: str, *, view: discord.ui.View | None = MISSING) -> None:
-        if self._progress is None:
-            self._progress = await self.channel.send(
-                f"{self._mention} {text}",
-                allowed_mentions=_QUIET,
-                view=view if view is not None else MISSING,
-            )
-        else:
-            self._progress = await self._progress.edit(content=f"{self._mention} {text}", view=view)
+        if self._progress is not None:
+            try:
+                self._progress = await self._progress.edit(
+                    content=f"{self._mention} {text}", view=view
+                )
+                return
+            except discord.NotFound:  # the saved message was deleted: say it in a new one
+                self._progress = None
+        self._progress = await self.channel.send(
+            f"{self._mention} {text}",
+            allowed_mentions=_QUIET,
+            view=view if view is not None else MISSING,
+        )
 
     async def result(
         self, *, embed: discord.Embed, file: discord.File, view: discord.ui.View
@@ -216,3 +236,11 @@ class ChannelReply(Reply):
             view=view,
             allowed_mentions=_MENTION_USER,
         )
+
+
+def _message(
+    channel: discord.abc.Messageable, message_id: int | None
+) -> discord.PartialMessage | None:
+    """A message of `channel` by its id, fetched by nobody: edits go straight to it."""
+    get = getattr(channel, "get_partial_message", None)
+    return get(message_id) if message_id is not None and get is not None else None

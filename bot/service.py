@@ -38,6 +38,7 @@ from dreamcore.presets import resolve
 
 from .errors import PoliteError
 from .messages import (
+    continued_text,
     done_text,
     dropped_text,
     like_text,
@@ -105,6 +106,8 @@ class ActiveDream:
     task: asyncio.Task[None] | None = None
     started: bool = False
     suspended: bool = False  # withdrawn at shutdown: stays queued in the store for the next start
+    resumed: bool = False  # picked up after a restart: its result is a new message, pointed to
+    posted: discord.Message | None = None  # the result, once sent
 
 
 class DreamService:
@@ -372,7 +375,9 @@ class DreamService:
         limit = min(reply.filesize_limit, self.settings.max_upload_bytes)
         return max(64 * 1024, limit - _BUDGET_MARGIN)
 
-    async def _submit(self, reply: Reply, record: DreamRecord, image: bytes) -> ActiveDream:
+    async def _submit(
+        self, reply: Reply, record: DreamRecord, image: bytes, *, resumed: bool = False
+    ) -> ActiveDream:
         """Hand a reserved dream to the pool and follow it; the reservation is the caller's."""
         if self.settings.source_retention_h > 0:
             await self.store.set_source(record.id, image, record.spec.guide)
@@ -389,6 +394,7 @@ class DreamService:
             label=record.label,
             job=job,
             reply=reply,
+            resumed=resumed,
         )
         self.active[dream.id] = dream
         dream.task = asyncio.create_task(self._follow(dream), name=f"dream-{dream.id}")
@@ -434,6 +440,7 @@ class DreamService:
             if dream.suspended:
                 status = None  # still queued in the store: the next start dreams it
                 await reporter.finish(paused_text(dream.label))
+                await self._remember_paused(dream)
             elif self._closing:  # withdrawn at shutdown with no photo kept to resume it
                 await reporter.finish(dropped_text(dream.label, self.settings.command_prefix))
             else:
@@ -445,6 +452,9 @@ class DreamService:
             await reporter.finish(done_text(dream.label, result.elapsed_s))
             if await self._deliver(dream, result):
                 status = "done"
+            if dream.resumed and dream.posted is not None:
+                url = dream.posted.jump_url
+                await reporter.finish(continued_text(dream.label, result.elapsed_s, url))
         finally:
             self.active.pop(dream.id, None)
             reporter.stop()
@@ -459,7 +469,7 @@ class DreamService:
         for attempt in range(2):
             file = discord.File(io.BytesIO(result.image), filename=result.filename)
             try:
-                await dream.reply.result(
+                dream.posted = await dream.reply.result(
                     embed=embed,
                     file=file,
                     view=result_view(dream.id, dream.owner_id),
@@ -507,6 +517,16 @@ class DreamService:
         with contextlib.suppress(Exception):
             await dream.job.cancel()
 
+    async def _remember_paused(self, dream: ActiveDream) -> None:
+        """Note which message says the dream is saved: the next start continues it there."""
+        message_id = dream.reply.progress_id
+        if message_id is None:
+            return
+        try:
+            await self.store.set_paused_message(dream.id, message_id)
+        except Exception:
+            log.exception("Could not note the saved message of dream %s", dream.id)
+
     async def resume(self, record: DreamRecord, reply: Reply | None) -> None:
         """Dream again a request the previous run stored as queued; or say plainly it is lost."""
         if reply is None or record.source is None:
@@ -515,7 +535,7 @@ class DreamService:
                 await self._say(reply, dropped_text(record.label, self.settings.command_prefix))
             return
         try:
-            await self._submit(reply, record, record.source)
+            await self._submit(reply, record, record.source, resumed=True)
         except Exception as exc:
             await self.release(record.id, "failed")
             await self._say(reply, polite_error(exc))

@@ -105,6 +105,10 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE guild_config ADD COLUMN denied_channels TEXT NOT NULL DEFAULT '[]';
     """,
+    # 8: a dream saved at shutdown names the message that said so: the next start continues in it
+    """
+    ALTER TABLE dreams ADD COLUMN paused_message_id INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -153,6 +157,7 @@ class DreamRecord:
     status: DreamStatus = "queued"
     created_at: float = 0.0
     finished_at: float | None = None
+    paused_message_id: int | None = None  # "saved, will continue": where the next start goes on
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,10 @@ class Store:
 
     async def schema_version(self) -> int:
         return await self._db.schema_version()
+
+    async def ping(self) -> None:
+        """One trivial round trip (`SELECT 1`): the health check's proof the database answers."""
+        await self._db.fetchone("SELECT 1")
 
     # --- server settings ---------------------------------------------------------------------
 
@@ -369,6 +378,14 @@ class Store:
             for row in rows
             if row["runner"] == self.runner or (adopt is not None and adopt(row["guild_id"]))
         ]
+
+    async def set_paused_message(self, dream_id: str, message_id: int) -> None:
+        """The message that told the member their dream is saved (at shutdown): the next start
+        continues the dream in it, so it does not keep saying the dream is waiting."""
+        async with self._db.transaction() as q:
+            await q.execute(
+                "UPDATE dreams SET paused_message_id = ? WHERE id = ?", (message_id, dream_id)
+            )
 
     async def finish_dream(self, dream_id: str, status: DreamStatus) -> None:
         """End a dream; failed and cancelled ones give their reservation back."""
@@ -539,6 +556,7 @@ def _record(row: Any) -> DreamRecord:
         status=row["status"],
         created_at=row["created_at"],
         finished_at=row["finished_at"],
+        paused_message_id=row["paused_message_id"],
     )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "postgres_server"]
+__all__ = ["PostgresServer", "postgres_server", "stoppable_postgres_server"]
 
 
 def _bin_dir() -> Path | None:
@@ -87,9 +88,25 @@ class PostgresServer:
         )
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.resume()  # a paused server would not hear pg_ctl
         with contextlib.suppress(Exception):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pause(self) -> None:
+        """SIGSTOP every process of the server: it holds its connections and answers nothing,
+        like a server that hangs."""
+        self._signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        for pid in [postmaster, *_children(postmaster)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
@@ -107,8 +124,30 @@ class PostgresServer:
         return self.url(name)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a postmaster's backends and helpers)."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The field after the parenthesised command name is the state, then the parent.
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(Path(stat).parent.name))
+    return found
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    yield from _started()
+
+
+@pytest.fixture
+def stoppable_postgres_server() -> Iterator[PostgresServer]:
+    """A server of the test's own, which it may pause or stop without troubling other tests."""
+    yield from _started()
+
+
+def _started() -> Iterator[PostgresServer]:
     bin_dir = _bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (no pg_ctl; `.ci/run` installs it)")

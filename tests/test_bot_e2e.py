@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from fakediscord import FakeDiscord, RecordedRequest, payloads
 from fakediscord.fixtures import BotRunner, serving
+from pgserver import PostgresServer
 from PIL import Image, ImageChops, ImageStat
 
 from bot.client import DreamBot
@@ -308,6 +309,11 @@ async def wait_callback(fake: FakeDiscord, interaction: dict[str, Any]) -> Recor
 
 def content_of(request: RecordedRequest) -> str:
     return request.content or ""
+
+
+def edited_to(fake: FakeDiscord, message_id: str) -> list[str]:
+    """Every content a message was edited to, in order."""
+    return [content_of(r) for r in fake.recorder.edits(message_id)]
 
 
 # --- dreams ------------------------------------------------------------------------------------
@@ -787,9 +793,108 @@ async def test_a_restart_with_dreams_running_and_queued_answers_each_exactly_onc
     assert [len(images_for(p, m)) for p, m in zip(people, asked, strict=True)] == [1] * 4
     assert with_files(replies_to(fake, asked[0])), "the running one finished before the stop"
     for message in asked[1:]:
-        assert any("will continue" in m["content"] for m in replies_to(fake, message))
+        said = [text for m in replies_to(fake, message) for text in edited_to(fake, m["id"])]
+        assert any("will continue" in text for text in said), said
     assert harness.bot is not None
     assert await harness.bot.store.unfinished_dreams() == []
+
+
+async def test_a_dream_saved_at_a_restart_continues_in_the_message_that_said_so(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    """ "...saved and will continue when I'm back" stayed so after the dream came back as a new
+    message; now the dream goes on in that message (prefix and slash alike), which ends
+    pointing to the result, and no other progress message is posted."""
+    await harness.start(max_image_side=96, shutdown_grace_s=60.0)
+    carol = fake.add_user("carol")
+    fake.add_member(fake.guild, carol)
+    running = await ask(fake, "!dream dogs steps=40 octaves=2")
+    await eventually(
+        lambda: any(m["content"].startswith("🌀") for m in replies_to(fake, running)),
+        what="the first dream to run",
+    )
+    queued = await ask(fake, "!dream dogs", author=fake.bob)  # one worker: these two wait
+    slash = await fake.slash("dream", {"image": fake.attachment(PHOTO, "p.png")}, user=carol)
+    await eventually(lambda: replies_to(fake, queued), what="the prefix dream to be queued")
+    await eventually(
+        lambda: fake.original_response(slash)["content"].startswith("⏳"),
+        what="the slash dream to be queued",
+    )
+    saved = {
+        fake.bob["id"]: replies_to(fake, queued)[0]["id"],
+        carol["id"]: fake.original_response(slash)["id"],
+    }
+    await harness.restart(max_image_side=96)
+
+    def result_for(user_id: str) -> dict[str, Any] | None:
+        return next(
+            (
+                m
+                for m in with_files(list(fake.messages.values()))
+                if m["content"].startswith(f"<@{user_id}>")
+            ),
+            None,
+        )
+
+    await eventually(
+        lambda: all(result_for(u) for u in saved), timeout=90, what="both dreams, resumed"
+    )
+    await _pool_idle(harness.pool)
+    await asyncio.sleep(0.5)  # nothing more may come
+    bot_id = fake.bot_user["id"]
+    for user_id, message_id in saved.items():
+        said = edited_to(fake, message_id)
+        assert any("will continue" in text for text in said), said
+        result = result_for(user_id)
+        assert result is not None
+        message = fake.messages[message_id]
+        assert "continued after my restart" in message["content"], said
+        assert message["content"].endswith(f"/{result['channel_id']}/{result['id']}"), said
+        assert custom_ids(message) == [], "the Cancel button goes when the dream is done"
+        progress = [
+            m["id"]
+            for m in fake.messages.values()
+            if m["author"]["id"] == bot_id
+            and not m.get("attachments")
+            and f"<@{user_id}>" in m["content"]
+        ]
+        assert progress == [message_id], "no new progress message: the saved one went on"
+
+
+async def test_a_saved_message_deleted_before_the_restart_is_replaced_by_a_new_one(
+    fake: FakeDiscord, harness: Harness
+) -> None:
+    await harness.start(max_image_side=96, shutdown_grace_s=60.0)
+    running = await ask(fake, "!dream dogs steps=40 octaves=2")
+    await eventually(
+        lambda: any(m["content"].startswith("🌀") for m in replies_to(fake, running)),
+        what="the first dream to run",
+    )
+    queued = await ask(fake, "!dream dogs", author=fake.bob)
+    await eventually(lambda: replies_to(fake, queued), what="the second to be queued")
+    saved = replies_to(fake, queued)[0]["id"]
+    assert harness.bot is not None
+    await harness.runner.stop(harness.bot)
+    await harness.stores.pop().close()
+    fake.forget_message(saved)  # a moderator tidied the channel while the bot was away
+    await harness.start(max_image_side=96)
+    mention = f"<@{fake.bob['id']}>"
+
+    def from_bot(with_file: bool) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in fake.messages.values()
+            if m["author"]["id"] == fake.bot_user["id"]
+            and m["content"].startswith(mention)
+            and bool(m.get("attachments")) == with_file
+        ]
+
+    await eventually(lambda: from_bot(True), timeout=90, what="the resumed dream")
+    (progress,) = await eventually(
+        lambda: [m for m in from_bot(False) if "continued after my restart" in m["content"]],
+        what="a new progress message pointing to the result",
+    )
+    assert progress["id"] != saved
 
 
 async def test_a_queued_dream_without_its_stored_photo_is_dropped_and_the_member_told(
@@ -865,6 +970,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def _health(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def _until_healthy(
+    session: aiohttp.ClientSession, url: str, task: asyncio.Task[None], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll `/healthz` until it says 200 (the bot in `task` must not end first); its body."""
+    async with asyncio.timeout(timeout):
+        while True:
+            assert not task.done(), task
+            with contextlib.suppress(aiohttp.ClientError):
+                status, body = await _health(session, url)
+                if status == 200:
+                    return body
+            await asyncio.sleep(0.1)
+
+
 @pytest.mark.parametrize("fake", [{"enabled_privileged_intents": 0}], indirect=True)
 async def test_run_serves_health_and_goes_on_without_a_refused_intent(
     fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -887,20 +1011,8 @@ async def test_run_serves_health_and_goes_on_without_a_refused_intent(
     task = asyncio.create_task(run(settings))
     try:
         async with aiohttp.ClientSession() as session:
-
-            async def health() -> tuple[int, dict[str, Any]]:
-                async with session.get(url) as resp:
-                    return resp.status, await resp.json()
-
-            async with asyncio.timeout(60):
-                while True:
-                    assert not task.done(), task
-                    with contextlib.suppress(aiohttp.ClientError):
-                        status, body = await health()
-                        if status == 200:
-                            break
-                    await asyncio.sleep(0.1)
-        assert body["gateway"] is True and body["pool"] is True
+            body = await _until_healthy(session, url, task)
+        assert body["gateway"] is True and body["pool"] is True and body["database"] is True
         assert body["latency_s"] is not None and body["workers"] == 1
         identifies = [f.data["intents"] for f in fake.recorder.gateway if f.op == 2]
         assert len(identifies) == 2, "refused with the intent, then accepted without it"
@@ -913,6 +1025,48 @@ async def test_run_serves_health_and_goes_on_without_a_refused_intent(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert (tmp_path / "bot.sqlite3").exists()
+
+
+async def test_health_is_503_while_the_database_hangs_or_is_down(
+    fake: FakeDiscord, tmp_path: Path, stoppable_postgres_server: PostgresServer
+) -> None:
+    """Every member's command needs the database: the bot said it was healthy while PostgreSQL
+    was down and members got "Something went wrong on my side". A server that hangs gets its
+    answer within Docker's 5 s too."""
+    from bot.__main__ import run
+
+    server = stoppable_postgres_server
+    port = _free_port()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        discord_token=fake.token,
+        database_url=await server.new_database(),
+        devices=["cpu"],
+        cpu_workers=1,
+        torch_threads=1,
+        health_port=port,
+        cdn_hosts=["127.0.0.1"],
+        cdn_schemes=["http"],
+    )
+    url = f"http://127.0.0.1:{port}/healthz"
+    task = asyncio.create_task(run(settings))
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert (await _until_healthy(session, url, task))["database"] is True
+            server.pause()
+            began = time.monotonic()
+            status, body = await _health(session, url)
+            assert time.monotonic() - began < 5.0, "a hung database hung the health check"
+            assert (status, body["database"], body["gateway"]) == (503, False, True), body
+            server.resume()
+            assert (await _until_healthy(session, url, task, timeout=20))["database"] is True
+            server.stop()
+            status, body = await _health(session, url)
+            assert (status, body["database"], body["pool"]) == (503, False, True), body
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_one_person_gets_a_polite_limit_past_their_running_and_queued_dreams(
@@ -966,7 +1120,7 @@ async def test_the_token_is_never_logged(
     assert fake.token not in repr(harness.bot) and fake.token not in repr(harness.bot.settings)  # type: ignore[union-attr]
 
 
-async def test_a_health_port_in_use_is_named_not_blamed_on_discord(bot: DreamBot) -> None:
+async def test_a_health_port_in_use_is_named_not_blamed_on_discord() -> None:
     import socket
 
     from bot.health import HealthServer, HealthServerError
@@ -975,7 +1129,7 @@ async def test_a_health_port_in_use_is_named_not_blamed_on_discord(bot: DreamBot
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        health = HealthServer(bot, bot.pool, host="127.0.0.1", port=port)
+        health = HealthServer(host="127.0.0.1", port=port)
         with pytest.raises(HealthServerError, match="DREAMBOT_HEALTH_PORT"):
             await health.start()
         await health.stop()  # nothing left open to stop

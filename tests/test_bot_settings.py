@@ -179,6 +179,42 @@ def test_start_up_failures_name_the_setting_at_fault(
     assert "Cannot reach Discord" not in text and SECRET not in text
 
 
+def test_a_health_port_in_use_fails_the_start_before_the_workers_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The port was found taken only once the workers had loaded their models (seconds)."""
+    import socket
+
+    from bot import __main__ as root
+    from dreamcore.errors import PoolStartError
+
+    started: list[object] = []
+
+    class Workers:
+        """Stands where the dream workers would start; records that they were asked to."""
+
+        def __init__(self, config: object) -> None:
+            self.config = config
+
+        async def __aenter__(self) -> Workers:
+            started.append(self.config)
+            raise PoolStartError("not in this test")
+
+        async def __aexit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(root, "DreamPool", Workers)
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("DREAMBOT_HEALTH_PORT", str(taken.getsockname()[1]))
+        with caplog.at_level(logging.ERROR):
+            assert main([]) == 1
+    assert "DREAMBOT_HEALTH_PORT" in caplog.text, caplog.text
+    assert started == [], "the workers were started before the port was checked"
+
+
 def test_a_missing_env_file_is_an_error_not_ignored(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--env-file", "/no/such/.env"])

@@ -153,14 +153,16 @@ def test_attachments_are_judged_before_download(fields: dict[str, Any], message:
         check_attachment(attachment("http://127.0.0.1/x.png", **fields), policy())
 
 
-def test_health_needs_gateway_latency_and_pool() -> None:
+def test_health_needs_gateway_latency_pool_and_database() -> None:
     def bot(ready: bool, latency: float) -> Any:
         return SimpleNamespace(latency=latency, is_ready=lambda: ready, is_closed=lambda: False)
 
     pool = SimpleNamespace(ready=True, stats=lambda: SimpleNamespace(workers=1))
-    assert health(bot(True, 0.05), pool)[0]  # type: ignore[arg-type]
-    assert not health(bot(False, 0.05), pool)[0]  # type: ignore[arg-type]
-    assert not health(bot(True, float("inf")), pool)[0]  # type: ignore[arg-type]
+    assert health(bot(True, 0.05), pool, database=True)[0]  # type: ignore[arg-type]
+    assert not health(bot(False, 0.05), pool, database=True)[0]  # type: ignore[arg-type]
+    assert not health(bot(True, float("inf")), pool, database=True)[0]  # type: ignore[arg-type]
     dead = SimpleNamespace(ready=False, stats=lambda: SimpleNamespace(workers=0))
-    ok, details = health(bot(True, 0.05), dead)  # type: ignore[arg-type]
+    ok, details = health(bot(True, 0.05), dead, database=True)  # type: ignore[arg-type]
     assert not ok and details["pool"] is False
+    ok, details = health(bot(True, 0.05), pool, database=False)  # type: ignore[arg-type]
+    assert not ok and details["database"] is False

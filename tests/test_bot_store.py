@@ -231,6 +231,16 @@ async def test_unfinished_dreams_of_a_previous_run_are_marked_failed(target: str
         assert record is not None and record.status == "failed"
 
 
+async def test_a_dream_saved_at_shutdown_remembers_the_message_that_said_so(target: str) -> None:
+    """The next start continues the dream in that message; Discord's ids need 64 bits."""
+    async with Store.open(target) as store:
+        await store.add_dream(DreamRecord("p" * 12, 7, GUILD, 8, "dogs", JobSpec(), b"x"))
+        await store.set_paused_message("p" * 12, 2**62 + 5)
+    async with Store.open(target) as store:
+        (record,) = await store.unfinished_dreams()
+    assert record.paused_message_id == 2**62 + 5
+
+
 async def test_old_input_images_are_pruned_but_rows_stay(target: str) -> None:
     async with Store.open(target) as store:
         old = DreamRecord("f" * 12, 7, None, None, "dogs", JobSpec(), b"x", created_at=1000.0)

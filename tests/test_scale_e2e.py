@@ -195,10 +195,12 @@ async def test_two_sharded_bots_on_postgres_and_ray_answer_a_burst_within_limits
                 held = {gid for gid in fake.guilds if shard_of(gid) == shard}
                 assert {str(g.id) for g in bot.guilds} == held
             _, details = await eventually(
-                lambda: (r := health(bots[1], pools[1]))[0] and r, 20, "shard 1 healthy"
+                lambda: (r := health(bots[1], pools[1], database=True))[0] and r,
+                20,
+                "shard 1 healthy",
             )
             assert list(details["shards"]) == ["1"] and details["shards"]["1"]["connected"]
-            assert list(health(bots[0], pools[0])[1]["shards"]) == ["0"]
+            assert list(health(bots[0], pools[0], database=True)[1]["shards"]) == ["0"]
 
             # -- the burst ---------------------------------------------------------------------
             posts: list[tuple[dict[str, Any], dict[str, Any], str]] = []
