@@ -503,7 +503,9 @@ def _cutouts(
             angle, scale, _, _ = _warp(gen, params.turn, params.zoom)
             f, u, v = torch.rand(3, generator=gen).tolist()
             share = lo + (hi - lo) * f
-            row.append(Warp(angle, scale / share, (2 * u - 1) * (1 - share), (2 * v - 1) * (1 - share)))
+            row.append(
+                Warp(angle, scale / share, (2 * u - 1) * (1 - share), (2 * v - 1) * (1 - share))
+            )
         views.append(row)
     return views
 
@@ -807,10 +809,8 @@ def scaled_gradient(
     return g
 
 
-def resample(
-    x: torch.Tensor, size: tuple[int, int], warps: Sequence[Warp] | None
-) -> torch.Tensor:
-    """`x` scaled to `size` and, with `warps`, turned and scaled about its centre per image."""
+def resample(x: torch.Tensor, size: tuple[int, int], warps: Sequence[Warp] | None) -> torch.Tensor:
+    """`x` scaled to `size` and, with `warps`, turned and scaled about its point per image."""
     if warps is None:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     h, w = x.shape[-2:]
