@@ -79,6 +79,20 @@ pass on each of the three (light 0.082-0.097, heavy 0.060-0.077, dog 0.045-0.056
 1-3 on a Xeon in fp32 (CI's path since `auto` is fp32 there) read 0.097 / 0.077 / 0.050.
 There `birds` read 0.079 / 0.057 / 0.070 before it took the eagle: more bird than dog, by a thin
 margin.
+
+Since every preset here takes its coarse 224 px gradient on two random crops (`cutouts`,
+2026-11-29, a Xeon in fp32; docs/presets.md, "Cutouts"), seeds 1-3 / 4-6 / 7-9, fp32 NCHW, one
+thread (light / heavy / dog):
+- cats 0.245 / 0.192 / 0.064; 0.303 / 0.187 / 0.063; 0.317 / 0.221 / 0.063; 0.314 / 0.246 /
+  0.049; 0.280 / 0.209 / 0.068.
+- birds 0.190 / 0.138 / 0.060; 0.172 / 0.172 / 0.061; 0.149 / 0.137 / 0.063; 0.203 / 0.153 /
+  0.059; 0.161 / 0.124 / 0.056 (the astronaut's and the cameraman's heads become birds' heads).
+- fish 0.182 / 0.133 / 0.045; 0.141 / 0.181 / 0.043; 0.157 / 0.147 / 0.049; 0.136 / 0.164 /
+  0.042; 0.140 / 0.126 / 0.043 (the heavy bar 0.1, at 0.112-0.169 before).
+- insects 0.389 / 0.313 / 0.028; 0.433 / 0.325 / 0.025; 0.360 / 0.296 / 0.027; 0.355 / 0.273 /
+  0.025; 0.386 / 0.293 / 0.027.
+- buildings 0.126 / 0.100 / 0.052; 0.106 / 0.083 / 0.049; 0.105 / 0.068 / 0.054; 0.089 / 0.071
+  / 0.049; 0.104 / 0.079 / 0.048.
 """
 
 from __future__ import annotations
