@@ -492,7 +492,7 @@ def _cutouts(
 ) -> list[list[Warp]] | None:
     """`params.cutouts` random crops per image for an octave whose shorter side is `side`
     (None where the octave is not scaled up): each a turn and scale as `_warp` draws them, then
-    a square-aspect crop of a random `params.cutout` share of the side, anywhere in the image."""
+    a crop of a random `params.cutout` share of each side (the image's aspect), anywhere in it."""
     if not params.cutouts or not params.grad_side or side >= params.grad_side:
         return None
     lo, hi = params.cutout
@@ -782,7 +782,7 @@ def scaled_gradient(
     warps: Sequence[Warp] | None = None,
 ) -> torch.Tensor:
     """The gradient, taken on a copy scaled up so its shorter side is at least `side`, and turned
-    and scaled about its centre by each image's (angle, scale) in `warps`.
+    and scaled by each image's `Warp` (about its centre, or about a point: a cutout).
 
     A network trained at 224 px recognises heads 50-150 px across; at a 100 px octave it only
     finds their texture. Scaling the octave up for the gradient (and back, by autograd through
