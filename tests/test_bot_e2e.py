@@ -970,6 +970,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _one_worker_settings(fake: FakeDiscord, port: int, **database: Any) -> Settings:
+    """What `run` needs against the fake Discord: one CPU worker, health on `port`."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        discord_token=fake.token,
+        devices=["cpu"],
+        cpu_workers=1,
+        torch_threads=1,
+        health_port=port,
+        cdn_hosts=["127.0.0.1"],
+        cdn_schemes=["http"],
+        **database,
+    )
+
+
 async def _health(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
     async with session.get(url) as resp:
         return resp.status, await resp.json()
@@ -996,17 +1011,7 @@ async def test_run_serves_health_and_goes_on_without_a_refused_intent(
     from bot.__main__ import run
 
     port = _free_port()
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        discord_token=fake.token,
-        database_path=tmp_path / "bot.sqlite3",
-        devices=["cpu"],
-        cpu_workers=1,
-        torch_threads=1,
-        health_port=port,
-        cdn_hosts=["127.0.0.1"],
-        cdn_schemes=["http"],
-    )
+    settings = _one_worker_settings(fake, port, database_path=tmp_path / "bot.sqlite3")
     url = f"http://127.0.0.1:{port}/healthz"
     task = asyncio.create_task(run(settings))
     try:
@@ -1037,17 +1042,7 @@ async def test_health_is_503_while_the_database_hangs_or_is_down(
 
     server = stoppable_postgres_server
     port = _free_port()
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        discord_token=fake.token,
-        database_url=await server.new_database(),
-        devices=["cpu"],
-        cpu_workers=1,
-        torch_threads=1,
-        health_port=port,
-        cdn_hosts=["127.0.0.1"],
-        cdn_schemes=["http"],
-    )
+    settings = _one_worker_settings(fake, port, database_url=await server.new_database())
     url = f"http://127.0.0.1:{port}/healthz"
     task = asyncio.create_task(run(settings))
     try:
