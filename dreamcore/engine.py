@@ -65,6 +65,7 @@ __all__ = [
     "anchor_scene",
     "apply_step",
     "auto_tile_size",
+    "blur_matrix",
     "damp_chroma",
     "dream",
     "dream_batch",
@@ -125,6 +126,10 @@ class DreamParams:
     # crops, each `cutout` (least, most) of the octave's side, scaled up to grad_side (0: off).
     cutouts: int = 0
     cutout: tuple[float, float] = (0.4, 0.7)
+    # ... each seen through a Gaussian blur of a random sigma in this range (least, most), in
+    # pixels of its grad_side view: only what survives a blur (a head, a body) gets a gradient
+    # that adds up, not fur or feather speckle. (0, 0): off.
+    cutout_blur: tuple[float, float] = (0.0, 0.0)
     anchor: float = 0.0
     anchor_side: int = 32
     # With anchor: the least structural similarity (`scene_similarity`) the dream keeps with
@@ -165,6 +170,8 @@ class DreamParams:
             raise InvalidParameterError(
                 "cutouts must lie in 0..16, and the cutout's sides in 0.1..1 (least first)"
             )
+        if not 0.0 <= self.cutout_blur[0] <= self.cutout_blur[1] <= 8.0:
+            raise InvalidParameterError("cutout_blur must lie in 0..8 pixels (least first)")
         if not 0.0 <= self.plain_step <= 1.0 or self.plain_contrast <= 0:
             raise InvalidParameterError("plain_step must lie in 0..1, plain_contrast above 0")
         if not 1.0 <= self.structure_gain <= 4.0:
@@ -473,12 +480,14 @@ def _shift(gen: torch.Generator, jitter: int) -> tuple[int, int]:
 
 class Warp(NamedTuple):
     """How the network sees an image: turned by `angle` (radians) and scaled by `scale` about
-    the point (`dx`, `dy`) of the image (-1..1 from edge to edge; 0, 0 is the centre)."""
+    the point (`dx`, `dy`) of the image (-1..1 from edge to edge; 0, 0 is the centre), then
+    blurred with a Gaussian of sigma `blur` pixels (of what the network sees; 0: not)."""
 
     angle: float
     scale: float
     dx: float = 0.0
     dy: float = 0.0
+    blur: float = 0.0
 
 
 def _warp(gen: torch.Generator, turn: float, zoom: float) -> Warp:
@@ -492,20 +501,22 @@ def _cutouts(
 ) -> list[list[Warp]] | None:
     """`params.cutouts` random crops per image for an octave whose shorter side is `side`
     (None where the octave is not scaled up): each a turn and scale as `_warp` draws them, then
-    a crop of a random `params.cutout` share of each side (the image's aspect), anywhere in it."""
+    a crop of a random `params.cutout` share of each side (the image's aspect), anywhere in it,
+    and a blur of a random `params.cutout_blur` sigma (drawn only where that is on)."""
     if not params.cutouts or not params.grad_side or side >= params.grad_side:
         return None
     lo, hi = params.cutout
+    least, most = params.cutout_blur
     views: list[list[Warp]] = []
     for _ in range(params.cutouts):
         row = []
         for gen in gens:
-            angle, scale, _, _ = _warp(gen, params.turn, params.zoom)
+            angle, scale, _, _, _ = _warp(gen, params.turn, params.zoom)
             f, u, v = torch.rand(3, generator=gen).tolist()
             share = lo + (hi - lo) * f
-            row.append(
-                Warp(angle, scale / share, (2 * u - 1) * (1 - share), (2 * v - 1) * (1 - share))
-            )
+            blur = least + (most - least) * torch.rand((), generator=gen).item() if most else 0.0
+            dx, dy = (2 * u - 1) * (1 - share), (2 * v - 1) * (1 - share)
+            row.append(Warp(angle, scale / share, dx, dy, blur))
         views.append(row)
     return views
 
@@ -795,6 +806,9 @@ def scaled_gradient(
     if s == 1.0 and warps is None:
         return grad(x)
     size = (round(h * s), round(w * s))
+    blurs = _blurs(warps, size, x)
+    if blurs is not None:
+        grad = _blurred(grad, blurs)
     if x.is_cuda:
         # CUDA's backward passes of interpolate and grid_sample add with atomics, in another
         # order each run: the same seed would not give the same picture. There the gradient goes
@@ -807,6 +821,53 @@ def scaled_gradient(
     g_moved = grad(moved.detach())
     (g,) = torch.autograd.grad(moved, xs, grad_outputs=g_moved)
     return g
+
+
+def _blurs(
+    warps: Sequence[Warp] | None, size: tuple[int, int], like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Each image's blur along the rows and the columns of a `size` view, as matrices (B, 1,
+    n, n); None where no warp blurs."""
+    if warps is None or not any(w.blur for w in warps):
+        return None
+    return tuple(  # type: ignore[return-value]
+        torch.stack([blur_matrix(n, w.blur, like) for w in warps])[:, None] for n in size
+    )
+
+
+def blur_matrix(n: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """A Gaussian blur of `sigma` pixels along an axis of `n`, as an (n, n) matrix, the edges
+    mirrored (torch's "reflect" padding); the identity for `sigma` 0.
+
+    As a matrix, the blur and its transpose (the way its gradient goes back) are two matrix
+    products, adding in the same order on every device."""
+    eye = torch.eye(n, dtype=like.dtype, device=like.device)
+    if sigma <= 0:
+        return eye
+    r = min(n - 1, math.ceil(3 * sigma))
+    taps = torch.arange(-r, r + 1, dtype=like.dtype, device=like.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    cols = torch.arange(n, device=like.device)[:, None] + torch.arange(
+        -r, r + 1, device=like.device
+    )
+    cols = cols.abs()
+    cols = torch.where(cols > n - 1, 2 * (n - 1) - cols, cols)
+    out = torch.zeros(n, n, dtype=like.dtype, device=like.device)
+    return out.scatter_add_(1, cols, kernel.expand(n, -1).contiguous())
+
+
+def _blurred(
+    grad: Callable[[torch.Tensor], torch.Tensor], blurs: tuple[torch.Tensor, torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`grad` taken on the blurred view, and taken back through the blur (its transpose)."""
+    rows, cols = blurs
+
+    def blurred(v: torch.Tensor) -> torch.Tensor:
+        g = grad(rows @ v @ cols.transpose(-1, -2))
+        return rows.transpose(-1, -2) @ g @ cols
+
+    return blurred
 
 
 def resample(x: torch.Tensor, size: tuple[int, int], warps: Sequence[Warp] | None) -> torch.Tensor:
@@ -927,7 +988,7 @@ def _thetas(warps: Sequence[Warp], h: int, w: int) -> torch.Tensor:
     picture's aspect in affine_grid's [-1, 1] coordinates), about each warp's point."""
     rows = []
     for warp in warps:
-        angle, scale, dx, dy = Warp(*warp)
+        angle, scale, dx, dy, _ = Warp(*warp)
         c, s = math.cos(angle) / scale, math.sin(angle) / scale
         rows.append([[c, -s * h / w, dx], [s * w / h, c, dy]])
     return torch.tensor(rows, dtype=torch.float32)

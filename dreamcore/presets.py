@@ -59,6 +59,7 @@ class Preset(BaseModel):
     zoom: float = Field(0.0, ge=0.0, le=0.5)  # ... and scaled by 1 +- this (0, 0: off)
     cutouts: int = Field(0, ge=0, le=16)  # with grad_side: that many crops per coarse step
     cutout: tuple[float, float] = (0.4, 0.7)  # ... each this share of the side (least, most)
+    cutout_blur: tuple[float, float] = (0.0, 0.0)  # ... each blurred by this sigma (px at 224)
     anchor: float = Field(0.0, ge=0.0, le=1.0)  # how much of the layout's change to undo
     anchor_side: int = Field(32, ge=4, le=1024)  # the layout: this many pixels on the long side
     scene_floor: float = Field(0.0, ge=0.0, lt=1.0)  # with anchor: the least scene SSIM kept

@@ -160,6 +160,7 @@ def dream_params(preset: Preset, seed: int, colour: Colour = "free") -> DreamPar
         zoom=preset.zoom,
         cutouts=preset.cutouts,
         cutout=preset.cutout,
+        cutout_blur=preset.cutout_blur,
         anchor=preset.anchor,
         anchor_side=preset.anchor_side,
         scene_floor=preset.scene_floor,

@@ -16,6 +16,7 @@ from dreamcore import engine, runner
 from dreamcore.engine import (
     DreamParams,
     Warp,
+    blur_matrix,
     coarse_weight,
     dream,
     gradient,
@@ -490,6 +491,52 @@ def test_a_cutout_takes_its_gradient_from_its_own_part_of_the_image() -> None:
     assert views[0][0] != views[0][1] and views[0][0] != views[1][0]
 
 
+def test_a_blurred_cutout_passes_shapes_and_stops_speckle() -> None:
+    """A cutout seen through a blur (`Warp.blur`) takes back only what survives the blur: a
+    gradient that asks for 1-pixel speckle (a checkerboard) all but vanishes, one that asks for
+    a head-sized blob passes nearly whole. And `_cutouts` draws each crop's blur in its range."""
+    x = torch.rand(1, 3, 112, 168, generator=torch.Generator().manual_seed(4))
+    yy, xx = torch.meshgrid(torch.arange(112), torch.arange(168), indexing="ij")
+    speckle = ((yy + xx) % 2 * 2 - 1).float().expand(1, 3, -1, -1)
+    blob = torch.exp(-((yy - 56) ** 2 + (xx - 84) ** 2) / (2 * 20.0**2)).expand(1, 3, -1, -1)
+    for wanted, kept in ((speckle, (0.0, 0.01)), (blob, (0.9, 1.01))):
+        sharp = scaled_gradient(x, 0, lambda t: wanted, warps=[Warp(0.0, 1.0)])  # noqa: B023
+        soft = scaled_gradient(x, 0, lambda t: wanted, warps=[Warp(0.0, 1.0, blur=2.0)])  # noqa: B023
+        share = (soft.abs().sum() / sharp.abs().sum()).item()
+        assert kept[0] <= share <= kept[1], share
+    params = DreamParams(grad_side=224, cutouts=3, turn=5.0, zoom=0.1, cutout_blur=(1.0, 5.0))
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    blurs = [w.blur for w in itertools.chain.from_iterable(engine._cutouts(gens, params, 100))]
+    assert all(1.0 <= b <= 5.0 for b in blurs) and len(set(blurs)) == 6
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    sharp = engine._cutouts(gens, replace(params, cutout_blur=(0.0, 0.0)), 100)
+    assert {w.blur for w in itertools.chain.from_iterable(sharp)} == {0.0}
+
+
+def test_the_blur_is_a_mirrored_gaussian_and_goes_back_as_autograd_finds() -> None:
+    """`blur_matrix` is torch's reflect-padded Gaussian filter; the blurred gradient's way back
+    (two matrix products, in a fixed order on every device) is the transpose autograd finds."""
+    x = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    sigma, r = 1.7, math.ceil(3 * 1.7)
+    taps = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (taps / sigma) ** 2)
+    k /= k.sum()
+    rows = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x.reshape(6, 1, 40, 56), (r, r, 0, 0), mode="reflect"),
+        k.view(1, 1, 1, -1),
+    ).reshape(2, 3, 40, 56)
+    assert torch.allclose(rows, x @ blur_matrix(56, sigma, x).T, atol=1e-5)
+    assert torch.equal(blur_matrix(9, 0.0, x), torch.eye(9))
+    g_out = torch.randn(2, 3, 70, 98, generator=torch.Generator().manual_seed(5))
+    warps = [Warp(0.05, 1.6, 0.2, -0.3, 2.5), Warp(-0.04, 1.3, 0.0, 0.1, 0.0)]
+    xs = x.clone().requires_grad_(True)
+    blurs = engine._blurs(warps, (70, 98), x)
+    seen = blurs[0] @ resample(xs, (70, 98), warps) @ blurs[1].transpose(-1, -2)
+    (want,) = torch.autograd.grad(seen, xs, g_out)
+    got = scaled_gradient(x, 70, lambda t: g_out, warps=warps)
+    assert (got - want).abs().max() < 1e-5 * want.abs().max()
+
+
 def test_cutouts_are_bounded() -> None:
     with pytest.raises(InvalidParameterError, match="cutouts"):
         DreamParams(cutouts=17)
@@ -497,6 +544,10 @@ def test_cutouts_are_bounded() -> None:
         DreamParams(cutout=(0.7, 0.4))
     with pytest.raises(InvalidParameterError, match="cutout"):
         DreamParams(cutout=(0.05, 0.4))
+    with pytest.raises(InvalidParameterError, match="cutout_blur"):
+        DreamParams(cutout_blur=(3.0, 1.0))
+    with pytest.raises(InvalidParameterError, match="cutout_blur"):
+        DreamParams(cutout_blur=(0.0, 9.0))
 
 
 def test_turn_and_zoom_are_bounded() -> None:
