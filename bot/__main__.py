@@ -77,7 +77,11 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
     """
     async with (
         _health_server(settings) as health,
-        Store.open(settings.database_target(), runner=settings.runner) as store,
+        Store.open(
+            settings.database_target(),
+            runner=settings.runner,
+            timeout_s=settings.database_timeout_s,
+        ) as store,
         aiohttp.ClientSession() as session,
         DreamPool(pool_config(settings)) as pool,
     ):

@@ -19,7 +19,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from .cogs import EXTENSIONS
+from .database import DatabaseUnavailableError
 from .errors import PoliteError, quoted
+from .messages import polite_error
 from .replies import ChannelReply
 from .service import DreamService
 from .settings import Settings
@@ -36,6 +38,7 @@ __all__ = ["DreamBot", "DreamTree", "ShardedDreamBot", "make_bot", "sync_app_com
 log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_S = 3600.0
+_RESUME_RETRY_S = 30.0
 
 
 class DreamTree(app_commands.CommandTree["DreamBot"]):
@@ -51,8 +54,8 @@ class DreamTree(app_commands.CommandTree["DreamBot"]):
             text = "This works in a server, not in DMs."
         elif isinstance(error, app_commands.CheckFailure):
             text = "You can't use this here."
-        elif isinstance(original, PoliteError):
-            text = original.message
+        elif isinstance(original, PoliteError | DatabaseUnavailableError):
+            text = polite_error(original)
         elif isinstance(error, app_commands.TransformerError):
             text = f"I couldn't read {quoted(error.value)} there."
         else:
@@ -131,11 +134,11 @@ class DreamBot(commands.Bot):
         self, ctx: commands.Context[DreamBot], error: commands.CommandError, /
     ) -> None:
         """Prefix (and hybrid) failures: one sentence, or silence for what isn't ours."""
-        original = getattr(error, "original", error)
+        original = _cause(error)
         if isinstance(error, commands.CommandNotFound | commands.NotOwner):
             return
-        if isinstance(original, PoliteError):
-            text = original.message
+        if isinstance(original, PoliteError | DatabaseUnavailableError):
+            text = polite_error(original)
         elif isinstance(error, commands.NoPrivateMessage):
             text = "This works in a server, not in DMs."
         elif isinstance(error, commands.CheckFailure):
@@ -155,7 +158,13 @@ class DreamBot(commands.Bot):
     async def _resume_dreams(self) -> None:
         """Once connected, dream what the previous run left queued (or say it was dropped)."""
         await self.wait_until_ready()
-        records = await self.store.unfinished_dreams(adopt=self.settings.holds_guild)
+        while True:
+            try:
+                records = await self.store.unfinished_dreams(adopt=self.settings.holds_guild)
+                break
+            except DatabaseUnavailableError as exc:  # hung or down: they wait, and so do we
+                log.warning("Could not look for dreams a previous run left queued: %s", exc)
+                await asyncio.sleep(_RESUME_RETRY_S)
         if records:
             log.info("Picking up %d dreams a previous run left queued", len(records))
         for record in records:
@@ -182,6 +191,8 @@ class DreamBot(commands.Bot):
             keep_s = self.settings.source_retention_h * 3600.0
             try:
                 await self.store.prune_sources(time.time() - keep_s)
+            except DatabaseUnavailableError as exc:
+                log.warning("Could not prune old input images: %s", exc)
             except Exception:
                 log.exception("Could not prune old input images")
             await asyncio.sleep(_PRUNE_EVERY_S)
@@ -206,6 +217,14 @@ class ShardedDreamBot(DreamBot, commands.AutoShardedBot):
 
     def __repr__(self) -> str:
         return f"<ShardedDreamBot shards={self.shard_ids} of {self.shard_count}>"
+
+
+def _cause(error: BaseException) -> BaseException:
+    """What a command really raised, under discord.py's wrappers (a hybrid command used as a
+    slash command wraps it twice: HybridCommandError, then CommandInvokeError)."""
+    while (original := getattr(error, "original", None)) is not None:
+        error = original
+    return error
 
 
 def make_bot(settings: Settings, **options: Any) -> DreamBot:

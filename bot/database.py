@@ -13,12 +13,29 @@ atomic against every other writer, in this process or another one:
 - PostgreSQL: each name in `locks` is a transaction-scoped advisory lock, taken in the order
   given, so two bots reserving for the same member or server queue behind each other while
   other members go ahead. Callers always name them in the same order (member, then server).
+
+Every call (a read, or a whole transaction from waiting for its connection to its commit) has a
+time limit, `timeout_s`; past it the call raises `DatabaseTimeoutError` and leaves nothing held:
+- PostgreSQL: at the limit the connection is closed, without a word to the server. asyncpg's own
+  way out (cancelling the query, or `command_timeout`) sends the server a cancel request and
+  keeps the connection until it is answered, so on a server that hangs (stopped, or behind a
+  network that drops everything) the call would hang too, or take twice the limit. The server
+  rolls the transaction back (and frees its advisory locks) when it reads the closed socket; a
+  client that vanishes mid-transaction without closing it (a frozen bot, a cut network) is cut
+  off by the server itself after the limit (`idle_in_transaction_session_timeout`, set in each
+  write transaction), so no lock is held for longer than that. A COMMIT sent just before the
+  limit may still be applied when a hung server wakes: such a write is in doubt, as any write is
+  whose answer never came.
+- SQLite: the only wait is for the file's write lock (another process's transaction) and for
+  this process's other writes; both are bounded by what is left of the limit (SQLite's busy
+  timeout), and "database is locked" at the limit is the same `DatabaseTimeoutError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 from abc import ABC, abstractmethod
@@ -31,7 +48,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import aiosqlite
 
 __all__ = [
+    "DATABASE_TIMEOUT_S",
     "Database",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "Queries",
     "SchemaError",
@@ -45,8 +64,18 @@ class SchemaError(RuntimeError):
     """The database was written by a newer version of the bot."""
 
 
+log = logging.getLogger(__name__)
+
+DATABASE_TIMEOUT_S = 10.0  # the settings' default (DREAMBOT_DATABASE_TIMEOUT_S)
+
+
 class DatabaseUnavailableError(ConnectionError):
     """The database named in the settings cannot be opened (its message names it, redacted)."""
+
+
+class DatabaseTimeoutError(DatabaseUnavailableError, TimeoutError):
+    """A database call got no answer within its time limit (the database hangs, or is locked by
+    another process); nothing it began is left held. Its message names the database, redacted."""
 
 
 class Queries(Protocol):
@@ -65,6 +94,15 @@ class Database(ABC):
     """One engine behind the store: reads on their own, writes in `transaction`."""
 
     name: str  # for logs and repr: a path, or a URL without its password
+    timeout_s: float  # the time limit of every call, transactions whole
+
+    def scrubbed(self, text: str) -> str:
+        """A driver's message fit for a log: without the password of the database's URL."""
+        return text
+
+    def _timed_out(self, limit_s: float | None = None) -> DatabaseTimeoutError:
+        limit = self.timeout_s if limit_s is None else limit_s
+        return DatabaseTimeoutError(f"{self.name} did not answer within {limit:g} s")
 
     @abstractmethod
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None: ...
@@ -120,11 +158,12 @@ def _scrubbed(text: str, url: str) -> str:
     return text
 
 
-async def open_database(target: Path | str) -> Database:
-    """A PostgreSQL URL opens a pool on that server; anything else is a SQLite file path."""
+async def open_database(target: Path | str, *, timeout_s: float = DATABASE_TIMEOUT_S) -> Database:
+    """A PostgreSQL URL opens a pool on that server; anything else is a SQLite file path.
+    `timeout_s`: the time limit of each call on it."""
     if is_postgres_url(target):
-        return await PostgresDatabase.connect(str(target))
-    return await SqliteDatabase.connect(Path(target))
+        return await PostgresDatabase.connect(str(target), timeout_s=timeout_s)
+    return await SqliteDatabase.connect(Path(target), timeout_s=timeout_s)
 
 
 # --- SQLite ------------------------------------------------------------------------------------
@@ -150,19 +189,24 @@ class _SqliteQueries:
 class SqliteDatabase(Database):
     """One aiosqlite connection (its own thread), WAL journal."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, timeout_s: float = DATABASE_TIMEOUT_S
+    ) -> None:
         self._db = db
         self._queries = _SqliteQueries(db)
         self._write_lock = asyncio.Lock()  # one connection: one transaction at a time
         self.path = path
         self.name = str(path)
+        self.timeout_s = timeout_s
 
     @classmethod
-    async def connect(cls, path: Path) -> SqliteDatabase:
+    async def connect(cls, path: Path, *, timeout_s: float = DATABASE_TIMEOUT_S) -> SqliteDatabase:
         try:
             if str(path) != ":memory:":
                 path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path)
+            # `timeout`: SQLite's busy timeout, how long a statement waits for another
+            # process's lock on the file (`transaction` lowers it to what is left of the limit).
+            db = await aiosqlite.connect(path, timeout=timeout_s)
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailableError(f"cannot open the SQLite file {path}: {exc}") from None
         try:
@@ -172,24 +216,67 @@ class SqliteDatabase(Database):
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        return cls(db, path, timeout_s)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
-        return await self._queries.fetchone(sql, params)
+        # A read waits only behind this connection's other statements (WAL: never for a
+        # writer); abandoned at the limit, it still runs, harmlessly, on aiosqlite's thread.
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._queries.fetchone(sql, params)
+        except TimeoutError:
+            raise self._timed_out() from None
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return await self._queries.fetchall(sql, params)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._queries.fetchall(sql, params)
+        except TimeoutError:
+            raise self._timed_out() from None
 
     @contextlib.asynccontextmanager
     async def transaction(self, *locks: str) -> AsyncIterator[Queries]:
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._write_lock.acquire()
+        except TimeoutError:
+            raise self._timed_out() from None
+        try:
+            await self._begin(deadline - loop.time())
             try:
                 yield self._queries
             except BaseException:
                 await self._db.rollback()
                 raise
             await self._db.commit()
+        finally:
+            self._write_lock.release()
+
+    async def _begin(self, left_s: float) -> None:
+        """`BEGIN IMMEDIATE`, waiting at most `left_s` for another process's write lock.
+
+        Not abandoned when the caller is cancelled: the statement runs on in aiosqlite's thread
+        and could open a transaction nobody would end; it is waited for (the busy timeout bounds
+        it) and rolled back.
+        """
+        begin = asyncio.ensure_future(self._begin_immediate(max(1, int(left_s * 1000))))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await begin
+                await self._db.rollback()
+            raise
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):
+                raise self._timed_out() from None
+            raise
+
+    async def _begin_immediate(self, busy_ms: int) -> None:
+        await self._db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        await self._db.execute("BEGIN IMMEDIATE")
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")
@@ -207,10 +294,17 @@ class SqliteDatabase(Database):
         await self._db.close()
 
 
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's answer when its busy timeout ran out: SQLITE_BUSY ("database is locked")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code & 0xFF) == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(exc)
+
+
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 _TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
 _MIGRATE_LOCK = "dreambot:migrate"
+_MIGRATE_LIMIT_S = 300.0
 
 
 @cache
@@ -247,13 +341,16 @@ class _PostgresQueries:
 class PostgresDatabase(Database):
     """An asyncpg pool; every bot process has its own, all on one server."""
 
-    def __init__(self, pool: Any, url: str) -> None:
+    def __init__(self, pool: Any, url: str, timeout_s: float = DATABASE_TIMEOUT_S) -> None:
         self._pool = pool
-        self._queries = _PostgresQueries(pool)
+        self._url = url  # only to scrub its password out of drivers' messages
         self.name = redact_url(url)
+        self.timeout_s = timeout_s
 
     @classmethod
-    async def connect(cls, url: str, *, max_size: int = 8) -> PostgresDatabase:
+    async def connect(
+        cls, url: str, *, max_size: int = 8, timeout_s: float = DATABASE_TIMEOUT_S
+    ) -> PostgresDatabase:
         import asyncpg
 
         try:
@@ -269,20 +366,77 @@ class PostgresDatabase(Database):
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {redact_url(url)}: {reason}"
             ) from None
-        return cls(pool, url)
+        return cls(pool, url, timeout_s)
+
+    def scrubbed(self, text: str) -> str:
+        return _scrubbed(text, self._url)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
-        return await self._queries.fetchone(sql, params)
+        async with self._connection() as con:
+            return await _PostgresQueries(con).fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return await self._queries.fetchall(sql, params)
+        async with self._connection() as con:
+            return await _PostgresQueries(con).fetchall(sql, params)
+
+    def transaction(self, *locks: str) -> contextlib.AbstractAsyncContextManager[Queries]:
+        return self._transaction(locks, self.timeout_s)
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *locks: str) -> AsyncIterator[Queries]:
-        async with self._pool.acquire() as con, con.transaction():
+    async def _transaction(self, locks: Sequence[str], limit_s: float) -> AsyncIterator[Queries]:
+        async with self._connection(limit_s) as con, con.transaction():
+            # A client that stops answering mid-transaction (frozen, or cut off) is cut off by
+            # the server after the limit, freeing its locks for every other bot.
+            await con.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+                str(max(1, int(limit_s * 1000))),
+            )
             for name in locks:
                 await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
             yield _PostgresQueries(con)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, limit_s: float | None = None) -> AsyncIterator[Any]:
+        """A pooled connection for one call, closed (hung up on) if the call passes its limit
+        (`timeout_s` unless given).
+
+        Nothing is cancelled: at the limit the socket is closed, so whatever awaits the server
+        (a query, a lock, the commit, the pool's reset on release) fails at once; the call then
+        raises `DatabaseTimeoutError`, and the pool opens a new connection when it needs one.
+        """
+        loop = asyncio.get_running_loop()
+        limit_s = self.timeout_s if limit_s is None else limit_s
+        deadline = loop.time() + limit_s
+        try:
+            # Waiting for a free connection, or for a new one to be opened, is cancelled
+            # cleanly: nothing has been asked of the server yet.
+            con = await self._pool.acquire(timeout=limit_s)
+        except TimeoutError:
+            raise self._timed_out(limit_s) from None
+        hung_up = False
+
+        def hang_up() -> None:
+            nonlocal hung_up
+            hung_up = True
+            con.terminate()
+
+        timer = loop.call_at(deadline, hang_up)
+        try:
+            try:
+                yield con
+            except Exception:
+                if hung_up:
+                    raise self._timed_out(limit_s) from None
+                raise
+            finally:
+                # Still under the limit: a reset that hangs (or the wait for a cancel request,
+                # if the caller was cancelled mid-query) ends when the timer hangs up.
+                try:
+                    await self._pool.release(con)
+                except Exception as exc:  # the connection is gone; the pool replaces it
+                    log.debug("A connection to %s closed on release: %r", self.name, exc)
+        finally:
+            timer.cancel()
 
     async def schema_version(self) -> int:
         row = await self.fetchone("SELECT to_regclass('schema_version') IS NOT NULL AS present")
@@ -292,8 +446,9 @@ class PostgresDatabase(Database):
         return int(row[0])
 
     async def migrate(self, migrations: Sequence[str]) -> None:
-        # One transaction under one advisory lock: two bots starting at once migrate once.
-        async with self.transaction(_MIGRATE_LOCK) as q:
+        # One transaction under one advisory lock: two bots starting at once migrate once. An
+        # index built on a large table may take longer than an ordinary call may.
+        async with self._transaction([_MIGRATE_LOCK], max(self.timeout_s, _MIGRATE_LIMIT_S)) as q:
             await q.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = await q.fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_version")
             version = int(row[0])
@@ -304,7 +459,11 @@ class PostgresDatabase(Database):
                 await q.execute("INSERT INTO schema_version (version) VALUES (?)", (number + 1,))
 
     async def close(self) -> None:
-        await self._pool.close()
+        try:  # a hung server would hold a graceful close for ever
+            async with asyncio.timeout(self.timeout_s):
+                await self._pool.close()
+        except TimeoutError:
+            self._pool.terminate()
 
 
 def _statements(script: str) -> list[str]:

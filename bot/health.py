@@ -83,6 +83,7 @@ class HealthServer:
         self._database_timeout_s = database_timeout_s
         self._bot: DreamBot | None = None
         self._ping: asyncio.Task[None] | None = None
+        self._database_down = False  # as last reported: the log says each change once
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -135,9 +136,11 @@ class HealthServer:
     async def _database_answers(self, store: Store) -> bool:
         """Whether a `SELECT 1` comes back within the time limit.
 
-        One at a time, and not cancelled at its time limit: asyncpg's cancel of a query asks the server, so on a
-        server that hangs the cancel hangs too. A ping past its time is left running (the
-        database counts as not answering until it is back), and the next check waits on it.
+        One at a time, and not cancelled at its time limit: asyncpg's cancel of a query asks
+        the server, so on a server that hangs the cancel hangs too. A ping past its time is
+        left running (the database counts as not answering until it is back; the store's own
+        limit ends it), and the next check waits on it. The log says when the database stops
+        answering and when it is back, not at every check, and never shows its password.
         """
         if self._ping is None or self._ping.done():
             self._ping = asyncio.create_task(store.ping(), name="dreambot-health-ping")
@@ -149,10 +152,15 @@ class HealthServer:
         elif ping.cancelled():
             reason = "cancelled"
         elif (error := ping.exception()) is not None:
-            reason = repr(error)
+            reason = store.scrubbed(f"{type(error).__name__}: {error}".rstrip(": "))
         else:
+            if self._database_down:
+                self._database_down = False
+                log.info("Health check: the database answers again")
             return True
-        log.warning("Health check: the database did not answer (%s)", reason)
+        if not self._database_down:
+            self._database_down = True
+            log.warning("Health check: the database did not answer (%s)", reason)
         return False
 
 

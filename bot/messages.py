@@ -27,6 +27,7 @@ from dreamcore.errors import (
 )
 from dreamcore.jobs import JobResult
 
+from .database import DatabaseUnavailableError
 from .errors import PoliteError
 from .store import LimitReached
 
@@ -36,6 +37,7 @@ __all__ = [
     "EMBED_COLOUR",
     "PLAIN_OPTION_HELP",
     "continued_text",
+    "database_text",
     "done_text",
     "dropped_text",
     "help_embed",
@@ -90,8 +92,15 @@ def polite_error(exc: BaseException) -> str:
         case PoolError() | DreamError():
             log.warning("Dream failed: %r", exc)
             return "That dream failed; please try again."
+        case DatabaseUnavailableError():  # hung, locked or down: said, not a bug's traceback
+            log.warning("The database failed a member's request: %s", exc)
+            return database_text()
     log.error("Unexpected error while dreaming", exc_info=exc)
     return "Something went wrong on my side; please try again."
+
+
+def database_text() -> str:
+    return "My database isn't answering right now; please try again in a minute."
 
 
 def limit_text(exc: LimitReached) -> str:

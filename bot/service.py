@@ -36,6 +36,7 @@ from dreamcore.pool import (
 )
 from dreamcore.presets import resolve
 
+from .database import DatabaseUnavailableError
 from .errors import PoliteError
 from .messages import (
     continued_text,
@@ -368,6 +369,8 @@ class DreamService:
         """Give a reservation back: the dream will not run (failed before submit, or cancelled)."""
         try:
             await self.store.finish_dream(dream_id, status)
+        except DatabaseUnavailableError as exc:
+            log.warning("Could not release dream %s: %s", dream_id, exc)
         except Exception:
             log.exception("Could not release dream %s", dream_id)
 
@@ -459,8 +462,13 @@ class DreamService:
             self.active.pop(dream.id, None)
             reporter.stop()
             if status is not None:
-                with contextlib.suppress(Exception):
+                # The member has their answer (the image, or why not) whatever the store says:
+                # a database that fails or hangs now costs this line in the log (and the row
+                # stays queued, so the next start would dream it once more).
+                try:
                     await self.store.finish_dream(dream.id, status)
+                except Exception as exc:
+                    log.warning("Could not record dream %s as %s: %s", dream.id, status, exc)
 
     async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
         embed = result_embed(

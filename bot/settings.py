@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     source_retention_h: float = Field(
         24.0, ge=0, description="hours a dream's input image is kept for Re-roll/Stronger/Weaker"
     )
+    database_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="the most one database call may take (a transaction whole); past it the "
+        "member is told the database is not answering",
+    )
 
     # --- the dream pool ----------------------------------------------------------------------
     devices: Annotated[list[str], NoDecode] = Field(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from dreamcore.jobs import JobSpec
 
 from .database import (
+    DATABASE_TIMEOUT_S,
     Database,
     Queries,
     SchemaError,
@@ -217,13 +218,22 @@ class Store:
         return f"<Store {self._db.name!r}>"
 
     @classmethod
-    def open(cls, target: Path | str, *, runner: str = "") -> _Opener:
-        """Open (creating and migrating) the database; await it or use it with `async with`."""
-        return _Opener(cls, target if is_postgres_url(target) else Path(target), runner)
+    def open(
+        cls, target: Path | str, *, runner: str = "", timeout_s: float = DATABASE_TIMEOUT_S
+    ) -> _Opener:
+        """Open (creating and migrating) the database; await it or use it with `async with`.
+
+        `timeout_s`: the time limit of every call (a transaction whole); past it the call raises
+        `DatabaseTimeoutError` (a `DatabaseUnavailableError`) and holds nothing.
+        """
+        target = target if is_postgres_url(target) else Path(target)
+        return _Opener(cls, target, runner, timeout_s)
 
     @classmethod
-    async def _open(cls, target: Path | str, runner: str = "") -> Store:
-        db = await open_database(target)
+    async def _open(
+        cls, target: Path | str, runner: str = "", timeout_s: float = DATABASE_TIMEOUT_S
+    ) -> Store:
+        db = await open_database(target, timeout_s=timeout_s)
         try:
             version = await db.schema_version()
             if version < SCHEMA_VERSION:
@@ -243,6 +253,10 @@ class Store:
     async def ping(self) -> None:
         """One trivial round trip (`SELECT 1`): the health check's proof the database answers."""
         await self._db.fetchone("SELECT 1")
+
+    def scrubbed(self, text: str) -> str:
+        """A driver's message fit for a log: without the database's password."""
+        return self._db.scrubbed(text)
 
     # --- server settings ---------------------------------------------------------------------
 
@@ -574,17 +588,18 @@ def _preset(row: Iterable[Any]) -> ServerPreset:
 class _Opener:
     """`Store.open(...)`: awaitable, or an async context manager that closes the store."""
 
-    def __init__(self, cls: type[Store], path: Path | str, runner: str) -> None:
+    def __init__(self, cls: type[Store], path: Path | str, runner: str, timeout_s: float) -> None:
         self._cls = cls
         self._path = path
         self._runner = runner
+        self._timeout_s = timeout_s
         self._store: Store | None = None
 
     def __await__(self) -> Generator[Any, None, Store]:
-        return self._cls._open(self._path, self._runner).__await__()
+        return self._cls._open(self._path, self._runner, self._timeout_s).__await__()
 
     async def __aenter__(self) -> Store:
-        self._store = await self._cls._open(self._path, self._runner)
+        self._store = await self._cls._open(self._path, self._runner, self._timeout_s)
         return self._store
 
     async def __aexit__(

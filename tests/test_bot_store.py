@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pgserver import PostgresServer
 
-from bot.database import DatabaseUnavailableError, redact_url
+from bot.database import DatabaseTimeoutError, DatabaseUnavailableError, redact_url
 from bot.store import (
     SCHEMA_VERSION,
     DreamRecord,
@@ -396,3 +398,123 @@ async def test_a_reservation_that_waits_for_the_lock_is_stamped_when_it_gets_it(
         await waiting
         record = await second.dream(_asked(1).id)
         assert record is not None and record.created_at >= released
+
+
+# --- a database that hangs ---------------------------------------------------------------------
+
+LIMIT_S = 1.0
+
+
+async def _answered_within(limit_s: float, call: Any) -> float:
+    """How long `call` took to raise DatabaseTimeoutError; it must not take much past the limit
+    (and the test's own bound keeps a hang from hanging the suite)."""
+    began = time.monotonic()
+    with pytest.raises(DatabaseTimeoutError, match="did not answer"):
+        await asyncio.wait_for(call, timeout=limit_s + 4)
+    took = time.monotonic() - began
+    assert took < limit_s + 0.5, f"answered in {took:.2f} s, past the {limit_s} s limit"
+    return took
+
+
+async def test_a_stopped_postgres_fails_each_call_within_the_limit_and_serves_again_after(
+    stoppable_postgres_server: PostgresServer,
+) -> None:
+    """A stopped server answers nothing; asyncpg alone would wait for ever (and cancelling its
+    query waits for the server to answer the cancel). Each call gets the typed error at the
+    limit, holds no lock or connection, and the same store works once the server is back."""
+    server = stoppable_postgres_server
+    url = await server.new_database()
+    async with Store.open(url, timeout_s=LIMIT_S) as store, Store.open(url) as other:
+        await store.update_guild_config(GUILD, cooldown_s=3.0)
+        server.pause()
+        try:
+            await _answered_within(LIMIT_S, store.guild_config(GUILD))  # a read
+            await _answered_within(LIMIT_S, store.update_guild_config(GUILD, cooldown_s=4.0))
+            await _answered_within(LIMIT_S, store.reserve_dream(_asked(1), Limits(per_member=1)))
+            # More calls at once than the pool has connections: each still answered in time.
+            many = [store.presets(GUILD) for _ in range(12)]
+            await _answered_within(LIMIT_S, asyncio.gather(*many))
+        finally:
+            server.resume()
+        assert (await store.guild_config(GUILD)).cooldown_s == 3.0, "the write was rolled back"
+        # The reservation that timed out holds no advisory lock and left no row: the member's
+        # one place is free, from this process and from another one.
+        await asyncio.wait_for(other.reserve_dream(_asked(2), Limits(per_member=1)), 5)
+        assert await store.dream(_asked(1).id) is None
+        with pytest.raises(LimitReached):
+            await store.reserve_dream(_asked(3), Limits(per_member=1))
+
+
+_FROZEN_CLIENT = """
+import asyncio, os, signal, sys
+from bot.database import open_database
+
+async def main():
+    db = await open_database(sys.argv[1], timeout_s=float(sys.argv[2]))
+    async with db.transaction("member:7"):
+        print("locked", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)  # a bot frozen (or cut off) mid-transaction
+
+asyncio.run(main())
+"""
+
+
+async def test_a_bot_frozen_mid_transaction_holds_its_locks_no_longer_than_the_limit(
+    postgres_server: PostgresServer,
+) -> None:
+    """Another bot process stops while it holds a member's lock (its host freezes, or the
+    network to it drops everything): the server cuts that session off after its limit, so the
+    member's next dream is not refused (or waited on) for ever."""
+    url = await postgres_server.new_database()
+    async with Store.open(url, timeout_s=LIMIT_S) as store:
+        frozen = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _FROZEN_CLIENT,
+            url,
+            str(LIMIT_S),
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert frozen.stdout is not None
+            assert await asyncio.wait_for(frozen.stdout.readline(), 30) == b"locked\n"
+            began = time.monotonic()
+            while True:  # refused at the limit while the frozen one holds the lock, then served
+                try:
+                    await asyncio.wait_for(
+                        store.reserve_dream(_asked(1), Limits(per_member=1)), LIMIT_S + 4
+                    )
+                    break
+                except DatabaseTimeoutError:
+                    assert time.monotonic() - began < 4 * LIMIT_S, "the lock is still held"
+            assert time.monotonic() - began < 4 * LIMIT_S
+        finally:
+            frozen.kill()
+            await frozen.wait()
+
+
+async def test_a_sqlite_file_locked_by_another_process_fails_within_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the file's write lock (a long transaction, a backup): a write
+    waits at most the limit (SQLite's own busy timeout was 5 s, then "database is locked" as a
+    bug's traceback), reads go on meanwhile (WAL), and writes work again once it lets go."""
+    path = tmp_path / "bot.sqlite3"
+    async with Store.open(path, timeout_s=LIMIT_S) as store:
+        await store.update_guild_config(GUILD, cooldown_s=3.0)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            await _answered_within(LIMIT_S, store.update_guild_config(GUILD, cooldown_s=4.0))
+            # Two writes of this process at once: the second waits for the first, within the
+            # same limit (not one limit after the other).
+            both = [store.reserve_dream(_asked(i), Limits()) for i in (1, 2)]
+            await _answered_within(LIMIT_S, asyncio.gather(*both))
+            assert (await store.guild_config(GUILD)).cooldown_s == 3.0
+        finally:
+            other.rollback()
+            other.close()
+        await store.update_guild_config(GUILD, cooldown_s=5.0)
+        assert (await store.guild_config(GUILD)).cooldown_s == 5.0
+        await store.reserve_dream(_asked(3), Limits())
