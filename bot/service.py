@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -64,7 +66,7 @@ from .replies import InteractionReply, Reply
 from .settings import Settings
 from .sources import DownloadPolicy, download, find_image
 from .store import DreamRecord, DreamStatus, GuildConfig, LimitReached, Limits, Store
-from .views import DreamAction, result_view, running_view
+from .views import DREAM_ID, DreamAction, result_view, running_view
 
 if TYPE_CHECKING:
     import aiohttp
@@ -78,6 +80,13 @@ _KIND_OPTIONS = frozenset({*ZOOM_OPTIONS, *EXPLORE_OPTIONS})
 _BUDGET_MARGIN = 8 * 1024  # room for the multipart envelope under the upload limit
 _STRENGTH_STEP = 1.5
 _SEED_RANGE = 2**31
+# A dream's end that the database missed is written again after 1 s, then 2, 4, 8, 15, 15...
+_RECORD_RETRY_S = 1.0
+_RECORD_RETRY_MAX_S = 15.0
+# Where a dream resumed after a restart is looked for among what its channel already shows.
+_POSTED_LOOKBACK = 100  # messages after it was asked (one request)
+_POSTED_SKEW_S = 60.0  # the bot's clock against Discord's
+_RESULT_ID = re.compile(rf"dream:(?:reroll|stronger|weaker):({DREAM_ID}):[0-9]+")
 
 
 @dataclass
@@ -129,6 +138,11 @@ class DreamService:
         self.active: dict[str, ActiveDream] = {}
         self.clock = time.time  # when a dream is asked; tests move it past a cooldown
         self._closing = False
+        # How dreams ended (id -> status, when) that the database failed to record: written
+        # again in the background until they land, and once more at shutdown (`_record`).
+        self.unrecorded: dict[str, tuple[DreamStatus, float]] = {}
+        self._recorder: asyncio.Task[None] | None = None
+        self._records_closed = False
         self.policy = DownloadPolicy(
             max_bytes=settings.max_attachment_bytes,
             max_pixels=settings.max_input_pixels,
@@ -367,12 +381,62 @@ class DreamService:
 
     async def release(self, dream_id: str, status: DreamStatus = "failed") -> None:
         """Give a reservation back: the dream will not run (failed before submit, or cancelled)."""
+        await self._record(dream_id, status)
+
+    async def _record(self, dream_id: str, status: DreamStatus) -> None:
+        """Write how a dream ended; a write the database fails is not lost, but retried.
+
+        The member has their answer by now (the image, or why not). Left queued, the row would
+        keep counting against their limits, and the next start would dream it (and post it)
+        again; so a failed write (a database that hangs, is down or locked) is kept and
+        written again in the background, every few seconds, until it lands (`_record_later`),
+        and tried once more at shutdown (`close`). The write is idempotent, so every failure is
+        retried, the driver's own errors for a server that is down included.
+        """
+        at = time.time()
         try:
-            await self.store.finish_dream(dream_id, status)
-        except DatabaseUnavailableError as exc:
-            log.warning("Could not release dream %s: %s", dream_id, exc)
-        except Exception:
-            log.exception("Could not release dream %s", dream_id)
+            await self.store.finish_dream(dream_id, status, at=at)
+            return
+        except Exception as exc:
+            self.unrecorded[dream_id] = (status, at)
+            log.warning(
+                "Could not record dream %s as %s (%s); %s",
+                dream_id,
+                status,
+                exc,
+                "stopping, so it stays queued"
+                if self._records_closed
+                else "trying again in the background",
+                # A driver's error the database layer does not wrap, or a bug: its traceback.
+                exc_info=not isinstance(exc, DatabaseUnavailableError | OSError),
+            )
+        if not self._records_closed and (self._recorder is None or self._recorder.done()):
+            self._recorder = asyncio.create_task(self._record_later(), name="dreambot-records")
+
+    async def _record_later(self) -> None:
+        """Write again the ends the database missed, backing off, until none is left."""
+        delay = _RECORD_RETRY_S
+        while self.unrecorded:
+            await asyncio.sleep(delay)
+            await self._record_missed()
+            delay = min(delay * 2, _RECORD_RETRY_MAX_S)
+
+    async def _record_missed(self) -> None:
+        """One more try for each end the database missed, all at once: each within the
+        database's time limit, so the whole takes no longer than one call."""
+        missed = list(self.unrecorded.items())
+        results = await asyncio.gather(
+            *(self.store.finish_dream(id_, status, at=at) for id_, (status, at) in missed),
+            return_exceptions=True,
+        )
+        for (dream_id, (status, at)), result in zip(missed, results, strict=True):
+            if isinstance(result, BaseException):
+                log.debug("Still could not record dream %s as %s: %s", dream_id, status, result)
+            elif self.unrecorded.get(dream_id) == (status, at):
+                del self.unrecorded[dream_id]
+                log.info(
+                    "Recorded dream %s as %s, late: the database answers again", dream_id, status
+                )
 
     def _budget(self, reply: Reply) -> int:
         limit = min(reply.filesize_limit, self.settings.max_upload_bytes)
@@ -462,13 +526,9 @@ class DreamService:
             self.active.pop(dream.id, None)
             reporter.stop()
             if status is not None:
-                # The member has their answer (the image, or why not) whatever the store says:
-                # a database that fails or hangs now costs this line in the log (and the row
-                # stays queued, so the next start would dream it once more).
-                try:
-                    await self.store.finish_dream(dream.id, status)
-                except Exception as exc:
-                    log.warning("Could not record dream %s as %s: %s", dream.id, status, exc)
+                # The member has their answer (the image, or why not) whatever the store says;
+                # a write the database fails is retried in the background.
+                await self._record(dream.id, status)
 
     async def _deliver(self, dream: ActiveDream, result: JobResult) -> bool:
         embed = result_embed(
@@ -503,6 +563,9 @@ class DreamService:
         stay queued in the store with their photo, and the member is told they will continue:
         the next start picks them up (`resume`). Without a stored photo they cannot be resumed,
         so they are dropped, and the member is told how to ask again.
+
+        Last, the ends of dreams the database missed get one more try, within its time limit;
+        the log names those that still stay unrecorded.
         """
         self._closing = True
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
@@ -519,6 +582,28 @@ class DreamService:
             for task in stuck:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_records()
+
+    async def _close_records(self) -> None:
+        """No more retries in the background: one last try for the ends the database missed
+        (within its time limit), and the log names those that still stay unrecorded."""
+        self._records_closed = True
+        if self._recorder is not None:
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recorder
+            self._recorder = None
+        if self.unrecorded:
+            await self._record_missed()
+        if self.unrecorded:
+            left = ", ".join(f"{id_} ({status})" for id_, (status, _) in self.unrecorded.items())
+            log.warning(
+                "Stopping, and the database never recorded how %d dreams ended: %s. Their rows "
+                "stay queued: the next start records as done each one whose image it finds in "
+                "its channel, and dreams the others again.",
+                len(self.unrecorded),
+                left,
+            )
 
     async def _suspend(self, dream: ActiveDream) -> None:
         dream.suspended = self.settings.source_retention_h > 0  # else: dropped, and said so
@@ -536,7 +621,12 @@ class DreamService:
             log.exception("Could not note the saved message of dream %s", dream.id)
 
     async def resume(self, record: DreamRecord, reply: Reply | None) -> None:
-        """Dream again a request the previous run stored as queued; or say plainly it is lost."""
+        """Dream again a request the previous run stored as queued; or say plainly it is lost.
+        One whose image is already in its channel is recorded as done instead (`_posted`)."""
+        if reply is not None and await self._posted(record, reply):
+            log.info("Dream %s was delivered before the restart; recording it as done", record.id)
+            await self._record(record.id, "done")
+            return
         if reply is None or record.source is None:
             await self.release(record.id, "failed")
             if reply is not None:
@@ -547,6 +637,34 @@ class DreamService:
         except Exception as exc:
             await self.release(record.id, "failed")
             await self._say(reply, polite_error(exc))
+
+    async def _posted(self, record: DreamRecord, reply: Reply) -> bool:
+        """Whether a previous run already posted this dream's image, though its row says queued:
+        the process stopped (killed, or with the database down) between posting it and
+        recording it. The channel is asked, not the database, since the database is what missed
+        it: one request for the messages since the dream was asked, searched for its result
+        buttons (their ids carry the dream's id). Not found or not readable: dreamed again."""
+        channel = reply.channel
+        if channel is None:
+            return False
+        asked = datetime.fromtimestamp(record.created_at - _POSTED_SKEW_S, tz=UTC)
+        try:
+            async for message in channel.history(limit=_POSTED_LOOKBACK, after=asked):
+                if message.author.bot and record.id in _result_ids(message):
+                    return True
+        except discord.HTTPException as exc:
+            log.info("Could not look for dream %s in its channel: %s", record.id, exc)
+        return False
+
+
+def _result_ids(message: discord.Message) -> set[str]:
+    """The dreams whose result buttons (Re-roll, Stronger, Weaker) a message holds."""
+    found = set()
+    for row in message.components:
+        for item in getattr(row, "children", ()):
+            if match := _RESULT_ID.fullmatch(getattr(item, "custom_id", None) or ""):
+                found.add(match[1])
+    return found
 
 
 def _is_cancel(exc: BaseException) -> bool:

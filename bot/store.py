@@ -401,12 +401,15 @@ class Store:
                 "UPDATE dreams SET paused_message_id = ? WHERE id = ?", (message_id, dream_id)
             )
 
-    async def finish_dream(self, dream_id: str, status: DreamStatus) -> None:
-        """End a dream; failed and cancelled ones give their reservation back."""
+    async def finish_dream(
+        self, dream_id: str, status: DreamStatus, *, at: float | None = None
+    ) -> None:
+        """End a dream; failed and cancelled ones give their reservation back. `at`: when it
+        ended (now unless given: a write retried after a database outage keeps the true time)."""
         async with self._db.transaction() as q:
             await q.execute(
                 "UPDATE dreams SET status = ?, finished_at = ? WHERE id = ?",
-                (status, time.time(), dream_id),
+                (status, time.time() if at is None else at, dream_id),
             )
 
     async def count_dreams_since(self, owner_id: int, since: float) -> int:
