@@ -29,6 +29,17 @@ time limit, `timeout_s`; past it the call raises `DatabaseTimeoutError` and leav
 - SQLite: the only wait is for the file's write lock (another process's transaction) and for
   this process's other writes; both are bounded by what is left of the limit (SQLite's busy
   timeout), and "database is locked" at the limit is the same `DatabaseTimeoutError`.
+
+A database that is down rather than hung fails a call at once with `DatabaseUnavailableError`
+(a one-line message naming the database, redacted), never the driver's own error; a bug (bad
+SQL, a broken constraint) keeps its own error, so it still shows as one:
+- PostgreSQL: a connection that cannot be opened (refused, unreachable, "the database system is
+  starting up / shutting down", a login the server now refuses), and any driver error on a
+  connection that the server closed under the call (stopped or restarted: admin shutdown, a
+  crash, a dropped network). asyncpg's pool opens new connections in place of the dead ones on
+  the next calls, so the same pool serves again once the server is back.
+- SQLite: the file's storage failing ("disk I/O error", "unable to open database file", "database
+  or disk is full", "attempt to write a readonly database"); the next call tries again.
 """
 
 from __future__ import annotations
@@ -103,6 +114,17 @@ class Database(ABC):
     def _timed_out(self, limit_s: float | None = None) -> DatabaseTimeoutError:
         limit = self.timeout_s if limit_s is None else limit_s
         return DatabaseTimeoutError(f"{self.name} did not answer within {limit:g} s")
+
+    def _unavailable(self, exc: BaseException, what: str = "") -> DatabaseUnavailableError:
+        """The driver's error that says the database is down, as one scrubbed line; `what`
+        says what failed ("cannot connect"), before the driver's own words."""
+        reason = " ".join(self.scrubbed(str(exc)).split())
+        words = ": ".join(filter(None, [what, reason]))
+        return DatabaseUnavailableError(
+            f"{self.name} is unavailable: {words} ({type(exc).__name__})"
+            if words
+            else f"{self.name} is unavailable ({type(exc).__name__})"
+        )
 
     @abstractmethod
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None: ...
@@ -226,6 +248,9 @@ class SqliteDatabase(Database):
                 return await self._queries.fetchone(sql, params)
         except TimeoutError:
             raise self._timed_out() from None
+        except sqlite3.OperationalError as exc:
+            self._check_storage(exc)
+            raise
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -233,6 +258,9 @@ class SqliteDatabase(Database):
                 return await self._queries.fetchall(sql, params)
         except TimeoutError:
             raise self._timed_out() from None
+        except sqlite3.OperationalError as exc:
+            self._check_storage(exc)
+            raise
 
     @contextlib.asynccontextmanager
     async def transaction(self, *locks: str) -> AsyncIterator[Queries]:
@@ -246,13 +274,23 @@ class SqliteDatabase(Database):
         try:
             await self._begin(deadline - loop.time())
             try:
-                yield self._queries
-            except BaseException:
-                await self._db.rollback()
+                try:
+                    yield self._queries
+                except BaseException:
+                    await self._db.rollback()
+                    raise
+                await self._db.commit()
+            except sqlite3.OperationalError as exc:
+                self._check_storage(exc)
                 raise
-            await self._db.commit()
         finally:
             self._write_lock.release()
+
+    def _check_storage(self, exc: sqlite3.OperationalError) -> None:
+        """The file's storage failing is the database being unavailable (raised as that);
+        anything else stays SQLite's own error (a bug), for the caller to raise."""
+        if _storage_failed(exc):
+            raise self._unavailable(exc) from None
 
     async def _begin(self, left_s: float) -> None:
         """`BEGIN IMMEDIATE`, waiting at most `left_s` for another process's write lock.
@@ -272,6 +310,7 @@ class SqliteDatabase(Database):
         except sqlite3.OperationalError as exc:
             if _locked(exc):
                 raise self._timed_out() from None
+            self._check_storage(exc)
             raise
 
     async def _begin_immediate(self, busy_ms: int) -> None:
@@ -298,6 +337,19 @@ def _locked(exc: sqlite3.OperationalError) -> bool:
     """SQLite's answer when its busy timeout ran out: SQLITE_BUSY ("database is locked")."""
     code = getattr(exc, "sqlite_errorcode", None)
     return (code & 0xFF) == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(exc)
+
+
+_STORAGE_FAILED = {
+    sqlite3.SQLITE_IOERR,  # "disk I/O error": the disk went away, or failed
+    sqlite3.SQLITE_CANTOPEN,  # "unable to open database file" (its journal, or the file itself)
+    sqlite3.SQLITE_FULL,  # "database or disk is full"
+    sqlite3.SQLITE_READONLY,  # "attempt to write a readonly database" (remounted read-only)
+}
+
+
+def _storage_failed(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _STORAGE_FAILED
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -404,6 +456,8 @@ class PostgresDatabase(Database):
         (a query, a lock, the commit, the pool's reset on release) fails at once; the call then
         raises `DatabaseTimeoutError`, and the pool opens a new connection when it needs one.
         """
+        import asyncpg
+
         loop = asyncio.get_running_loop()
         limit_s = self.timeout_s if limit_s is None else limit_s
         deadline = loop.time() + limit_s
@@ -413,6 +467,10 @@ class PostgresDatabase(Database):
             con = await self._pool.acquire(timeout=limit_s)
         except TimeoutError:
             raise self._timed_out(limit_s) from None
+        except (OSError, asyncpg.PostgresError) as exc:
+            # No new connection: refused, unreachable, the server starting up or shutting
+            # down, a login it refuses. Not a query of ours, so never a bug in one.
+            raise self._unavailable(exc, "cannot connect") from None
         hung_up = False
 
         def hang_up() -> None:
@@ -424,9 +482,11 @@ class PostgresDatabase(Database):
         try:
             try:
                 yield con
-            except Exception:
+            except Exception as exc:
                 if hung_up:
                     raise self._timed_out(limit_s) from None
+                if _went_away(exc, con):
+                    raise self._unavailable(exc, "the connection closed") from None
                 raise
             finally:
                 # Still under the limit: a reset that hangs (or the wait for a cancel request,
@@ -464,6 +524,37 @@ class PostgresDatabase(Database):
                 await self._pool.close()
         except TimeoutError:
             self._pool.terminate()
+
+
+def _went_away(exc: Exception, con: Any) -> bool:
+    """Whether a call failed because the server closed its connection under it (stopped,
+    restarted, crashed; the network dropped): a driver's error on a connection now closed.
+    A bad statement leaves the connection open, so its error stays a bug's.
+
+    A server that ends an idle session sends a FATAL error out of turn before it closes the
+    socket; asyncpg, reading it while idle, is left out of step, and a query sent on that
+    connection fails with an InternalClientError ("another operation (2) is in progress").
+    """
+    import asyncpg
+
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
+        return True
+    driver = (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
+    )
+    return isinstance(exc, driver) and _closed(con)
+
+
+def _closed(con: Any) -> bool:
+    import asyncpg
+
+    try:
+        return bool(con.is_closed())
+    except asyncpg.InterfaceError:  # the pool took the connection back: because it closed
+        return True
 
 
 def _statements(script: str) -> list[str]:

@@ -391,7 +391,7 @@ class DreamService:
         again; so a failed write (a database that hangs, is down or locked) is kept and
         written again in the background, every few seconds, until it lands (`_record_later`),
         and tried once more at shutdown (`close`). The write is idempotent, so every failure is
-        retried, the driver's own errors for a server that is down included.
+        retried, a bug's included.
         """
         at = time.time()
         try:
@@ -407,7 +407,7 @@ class DreamService:
                 "stopping, so it stays queued"
                 if self._records_closed
                 else "trying again in the background",
-                # A driver's error the database layer does not wrap, or a bug: its traceback.
+                # Not the database failing (hung, down, locked): a bug, with its traceback.
                 exc_info=not isinstance(exc, DatabaseUnavailableError | OSError),
             )
         if not self._records_closed and (self._recorder is None or self._recorder.done()):

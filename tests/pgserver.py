@@ -71,6 +71,10 @@ class PostgresServer:
             "--encoding=UTF8",
             "--no-sync",
         )
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the server on its data directory and port (after `halt`)."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -93,6 +97,12 @@ class PostgresServer:
         with contextlib.suppress(Exception):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data directory for `start_again`: a server that is
+        down, so connecting is refused. `mode` is pg_ctl's: "fast" ends every session with
+        PostgreSQL's admin shutdown, "immediate" just drops them."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def pause(self) -> None:
         """SIGSTOP every process of the server: it holds its connections and answers nothing,

@@ -86,6 +86,41 @@ async def test_members_are_told_the_database_is_not_answering_and_dream_again_on
     assert upload_of(fake, await dream_result(fake, asked))
 
 
+async def test_members_are_told_the_database_is_down_and_dream_again_once_it_is_back(
+    fake: FakeDiscord,
+    stoppable_postgres_server: PostgresServer,
+    harness: Harness,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL stopped (not hung): its connections are closed and new ones refused. Members
+    got "Something went wrong on my side" and the log a bug's traceback for the driver's
+    ConnectionRefusedError; now they are told the database isn't answering, at once, and dream
+    again once the server is started again, without a restart of the bot."""
+    server = stoppable_postgres_server
+    await _start(harness, server)
+    server.halt()
+    try:
+        began = time.monotonic()
+        asked = await ask(fake, "!dream dogs")
+        answer = await eventually(lambda: replies_to(fake, asked), timeout=LIMIT_S + 4)
+        assert NOT_ANSWERING in answer[0]["content"], answer
+        assert time.monotonic() - began < LIMIT_S, "it waited, as if the server hung"
+
+        slash = await fake.slash("dream", {"image": fake.attachment(b"x" * 10, "p.png")})
+        reply = (await wait_callback(fake, slash)).json["data"]
+        assert NOT_ANSWERING in reply["content"] and reply["flags"] & EPHEMERAL, reply
+
+        listed = await fake.slash("presets")  # a hybrid command: its own error path
+        reply = (await wait_callback(fake, listed)).json["data"]
+        assert NOT_ANSWERING in reply["content"] and reply["flags"] & EPHEMERAL, reply
+    finally:
+        server.start_again()
+    asked = await ask(fake, "!dream dogs")
+    assert upload_of(fake, await dream_result(fake, asked))
+    bugs = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not bugs, bugs
+
+
 async def test_a_dream_under_way_when_the_database_hangs_is_still_delivered(
     fake: FakeDiscord,
     stoppable_postgres_server: PostgresServer,  # set up first: it outlives the bots

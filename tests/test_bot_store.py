@@ -518,3 +518,94 @@ async def test_a_sqlite_file_locked_by_another_process_fails_within_the_limit(
         await store.update_guild_config(GUILD, cooldown_s=5.0)
         assert (await store.guild_config(GUILD)).cooldown_s == 5.0
         await store.reserve_dream(_asked(3), Limits())
+
+
+# --- a database that is down -------------------------------------------------------------------
+
+
+async def _unavailable_at_once(call: Any, name: str) -> DatabaseUnavailableError:
+    """`call` raises DatabaseUnavailableError (not the driver's own error, and not a timeout)
+    well within the limit, saying which database in one line, without a password."""
+    began = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError) as failed:
+        await asyncio.wait_for(call, timeout=LIMIT_S + 4)
+    took = time.monotonic() - began
+    assert not isinstance(failed.value, DatabaseTimeoutError), failed.value
+    assert took < LIMIT_S / 2, f"failed in {took:.2f} s: it waited, as if the server hung"
+    text = str(failed.value)
+    assert text.startswith(f"{name} is unavailable") and "\n" not in text, text
+    return failed.value
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_a_postgres_that_is_down_fails_each_call_at_once_and_serves_again_once_back(
+    stoppable_postgres_server: PostgresServer, mode: str
+) -> None:
+    """The server is stopped ("fast": it ends every session with an admin shutdown;
+    "immediate": it just drops them), so the pool's connections are dead and new ones are
+    refused. A transaction under way, a read and a write each raise DatabaseUnavailableError
+    at once, not asyncpg's ConnectionDoesNotExistError or a ConnectionRefusedError (a bug's
+    traceback, and "Something went wrong" for the member). Started again on the same port and
+    data, the same store serves again: the pool replaced its dead connections. A bad statement
+    is still a bug's own error."""
+    server = stoppable_postgres_server
+    url = await server.new_database()
+    name = redact_url(url)
+    async with Store.open(url, timeout_s=LIMIT_S) as store:
+        await store.update_guild_config(GUILD, cooldown_s=3.0)
+        # The test server commits without waiting for its disk: what is committed is written
+        # out first, so an immediate stop loses none of it.
+        await store._db.fetchone("CHECKPOINT")
+        try:
+
+            async def cut_off_mid_transaction() -> None:
+                async with store._db.transaction(f"member:{7}") as q:
+                    await q.execute(
+                        "UPDATE guild_config SET cooldown_s = 9 WHERE guild_id = ?", (GUILD,)
+                    )
+                    server.halt(mode)
+                    await q.fetchone("SELECT 1")
+
+            await _unavailable_at_once(cut_off_mid_transaction(), name)
+            for _ in range(2):  # each kind of call, on a dead pooled connection or a new one
+                await _unavailable_at_once(store.guild_config(GUILD), name)
+                await _unavailable_at_once(store.update_guild_config(GUILD, cooldown_s=4.0), name)
+                await _unavailable_at_once(
+                    store.reserve_dream(_asked(1), Limits(per_member=1)), name
+                )
+            refused = await _unavailable_at_once(store.ping(), name)
+            assert "Connect call failed" in str(refused), refused
+        finally:
+            server.start_again()
+        assert (await store.guild_config(GUILD)).cooldown_s == 3.0, "nothing was written"
+        await store.reserve_dream(_asked(2), Limits(per_member=1))
+        assert await store.dream(_asked(1).id) is None
+        with pytest.raises(LimitReached):
+            await store.reserve_dream(_asked(3), Limits(per_member=1))
+        import asyncpg
+
+        with pytest.raises(asyncpg.PostgresSyntaxError):
+            await store._db.fetchone("SELEKT 1")
+
+
+async def test_a_sqlite_file_whose_disk_is_full_is_unavailable_and_writes_again_after(
+    tmp_path: Path,
+) -> None:
+    """SQLite's "database or disk is full" (SQLITE_FULL, here by capping the file's pages, as
+    a full disk would) is the database being unavailable, not a bug's traceback; reads go on,
+    and writes work again once there is room. Other SQLite errors stay bugs."""
+    path = tmp_path / "bot.sqlite3"
+    async with Store.open(path, timeout_s=LIMIT_S) as store:
+        await store.update_guild_config(GUILD, cooldown_s=3.0)
+        pages = (await store._db.fetchone("PRAGMA page_count"))[0]
+        await store._db.fetchone(f"PRAGMA max_page_count = {pages}")
+        big = replace(_asked(1), source=b"\x89PNG" + bytes(200_000))
+        failed = await _unavailable_at_once(store.reserve_dream(big, Limits()), str(path))
+        assert "full" in str(failed), failed
+        assert (await store.guild_config(GUILD)).cooldown_s == 3.0
+        assert await store.dream(big.id) is None
+        await store._db.fetchone("PRAGMA max_page_count = 1073741823")
+        await store.reserve_dream(big, Limits())
+        assert (await store.dream(big.id)) is not None
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await store._db.fetchone("SELECT * FROM no_such_table")
