@@ -102,6 +102,7 @@ def _animal(
     class_weight: float = 1.0,
     steps: int = 12,
     cutouts: int = 0,
+    cutout_blur: tuple[float, float] = (0.0, 0.0),
 ) -> Preset:
     # The class term picks *which* animal; a layer term grows its parts (eyes, noses, snouts).
     # Six octaves of 12 steps (`fish` 14) of 0.015: heads form in the coarse octaves (5 x 10 x
@@ -156,6 +157,11 @@ def _animal(
     # -> 0.190 / 0.138, cats 0.225 / 0.135 -> 0.245 / 0.192, fish 0.127 / 0.112 -> 0.182 /
     # 0.133, insects 0.220 / 0.189 -> 0.389 / 0.313, buildings 0.074 / 0.077 -> 0.126 / 0.100;
     # tests/test_animals.py). About 1.2x the time at 512 px. `dogs` read the same with them.
+    # `cutout_blur` (with the cutouts, 1-5 px): each crop is seen through a Gaussian blur, so
+    # speckle that reads as the kind only when sharp gets no gradient that adds up, and heads
+    # and bodies do (heavy-blur medians at seeds 1-3: birds 0.138 -> 0.298, cats 0.192 ->
+    # 0.460, fish 0.133 -> 0.364, insects 0.313 -> 0.513, buildings 0.100 -> 0.126; scene
+    # lowest 0.704-0.717; docs/presets.md, "Blurred cutouts"). Its cost did not show.
     parts = (
         tuple(
             Term(kind="picture", picture=pic, layer=at, weight=layer_weight / len(pictures))
@@ -185,6 +191,7 @@ def _animal(
         scene_floor=SCENE_FLOOR,
         structure_gain=structure_gain,
         cutouts=cutouts,
+        cutout_blur=cutout_blur,
     )
 
 
@@ -205,7 +212,7 @@ def _from_photos(
     fish, insects, buildings): the photos' features at blocks.5 (and `picture_layers`), each
     layer `layer_weight`, both gradients at the coarse octaves, the dog classes at -0.5, plain
     regions at 0.03, the layout below `anchor_side` px half pulled back, the step given back to
-    structured regions, the coarse octaves' gradient taken on two cutouts."""
+    structured regions, the coarse octaves' gradient taken on two cutouts, each blurred."""
     return _animal(
         name,
         description,
@@ -222,6 +229,7 @@ def _from_photos(
         structure_gain=structure_gain,
         steps=steps,
         cutouts=2,
+        cutout_blur=(1.0, 5.0),
     )
 
 
