@@ -828,10 +828,11 @@ def _blurs(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Each image's blur along the rows and the columns of a `size` view, as matrices (B, 1,
     n, n); None where no warp blurs."""
-    if warps is None or not any(w.blur for w in warps):
+    sigmas = [Warp(*w).blur for w in warps] if warps is not None else []
+    if not any(sigmas):
         return None
     return tuple(  # type: ignore[return-value]
-        torch.stack([blur_matrix(n, w.blur, like) for w in warps])[:, None] for n in size
+        torch.stack([blur_matrix(n, sigma, like) for sigma in sigmas])[:, None] for n in size
     )
 
 
