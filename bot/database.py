@@ -50,10 +50,10 @@ import logging
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiosqlite
@@ -76,6 +76,7 @@ class SchemaError(RuntimeError):
 
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DATABASE_TIMEOUT_S = 10.0  # the settings' default (DREAMBOT_DATABASE_TIMEOUT_S)
 
@@ -241,21 +242,18 @@ class SqliteDatabase(Database):
         return cls(db, path, timeout_s)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
-        # A read waits only behind this connection's other statements (WAL: never for a
-        # writer); abandoned at the limit, it still runs, harmlessly, on aiosqlite's thread.
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await self._queries.fetchone(sql, params)
-        except TimeoutError:
-            raise self._timed_out() from None
-        except sqlite3.OperationalError as exc:
-            self._check_storage(exc)
-            raise
+        return await self._read(self._queries.fetchone(sql, params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._read(self._queries.fetchall(sql, params))
+
+    async def _read(self, query: Awaitable[_T]) -> _T:
+        """A read within the time limit. It waits only behind this connection's other
+        statements (WAL: never for a writer); abandoned at the limit, it still runs, harmlessly,
+        on aiosqlite's thread."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._queries.fetchall(sql, params)
+                return await query
         except TimeoutError:
             raise self._timed_out() from None
         except sqlite3.OperationalError as exc:
