@@ -119,6 +119,8 @@ def test_channel_objective_reads_only_its_channels() -> None:
     ("picture", "group", "least"),
     [
         ("eagle", "birds", 0.5),
+        ("parrot", "birds", 0.4),
+        ("parrot_face", "birds", 0.7),
         ("taj", "buildings", 0.4),
         ("bigben", "buildings", 0.2),
         ("tabby", "cats", 0.7),
@@ -132,7 +134,9 @@ def test_each_shipped_picture_is_its_kind_to_the_network(
 ) -> None:
     """dreamcore/pictures/*.png (CC0 photos; LICENSES.txt there) are what the dreamer's network
     reads as the class group their preset grows, at the size the runner reads them: eagle.png (a
-    crop of scikit-image's eagle) 0.61 birds (vulture 0.18, kite, bald eagle); the Taj Mahal 0.46
+    crop of scikit-image's eagle) 0.61 birds (vulture 0.18, kite, bald eagle); the superb parrot's
+    head 0.48 (goldfinch 0.10, toucan 0.08) and its eye and beak 0.78 (goldfinch 0.32, toucan,
+    bee eater); the Taj Mahal 0.46
     buildings (mosque 0.40); Big Ben 0.24 (church 0.10, monastery, palace; bell cote 0.21, not
     in the group); the tabby 0.89 cats and its closer crop 0.88 (tabby 0.50, tiger cat 0.30); the
     swallowtail's body 0.88 insects (ringlet 0.54, cabbage butterfly 0.29); the tuna's head 0.96
