@@ -404,7 +404,10 @@ class PostgresDatabase(Database):
         import asyncpg
 
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+            # One connection at once (a bad URL or a server that is down fails the start), no
+            # floor kept after: with one, asyncpg logs a traceback every retry while the server
+            # is down, and the health check already says so once.
+            pool = await asyncpg.create_pool(url, init_size=1, min_size=0, max_size=max_size)
         except (
             OSError,
             ValueError,  # a URL asyncpg cannot read: a bad port, host or option

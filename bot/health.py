@@ -17,13 +17,14 @@ if TYPE_CHECKING:
     from .client import DreamBot
     from .store import Store
 
-__all__ = ["DATABASE_TIMEOUT_S", "HealthServer", "HealthServerError", "health"]
+__all__ = ["PING_TIMEOUT_S", "HealthServer", "HealthServerError", "health"]
 
 log = logging.getLogger(__name__)
 
-# Under the 5 s that Docker's HEALTHCHECK client waits (Dockerfile): a database that hangs makes
-# the answer "unhealthy", never no answer.
-DATABASE_TIMEOUT_S = 2.0
+# How long the health check waits for the database's ping: under the 5 s that Docker's
+# HEALTHCHECK client waits (Dockerfile), so a database that hangs makes the answer "unhealthy",
+# never no answer. Not the store's own limit on each call (DREAMBOT_DATABASE_TIMEOUT_S).
+PING_TIMEOUT_S = 2.0
 
 
 class HealthServerError(OSError):
@@ -75,12 +76,10 @@ class HealthServer:
     answers 503 (`"starting": true`) until `watch` gives it the bot to report on.
     """
 
-    def __init__(
-        self, *, host: str, port: int, database_timeout_s: float = DATABASE_TIMEOUT_S
-    ) -> None:
+    def __init__(self, *, host: str, port: int, ping_timeout_s: float = PING_TIMEOUT_S) -> None:
         self._host = host
         self._port = port
-        self._database_timeout_s = database_timeout_s
+        self._ping_timeout_s = ping_timeout_s
         self._bot: DreamBot | None = None
         self._ping: asyncio.Task[None] | None = None
         self._database_down = False  # as last reported: the log says each change once
@@ -146,9 +145,9 @@ class HealthServer:
             self._ping = asyncio.create_task(store.ping(), name="dreambot-health-ping")
             self._ping.add_done_callback(_retrieve)
         ping = self._ping
-        done, _ = await asyncio.wait({ping}, timeout=self._database_timeout_s)
+        done, _ = await asyncio.wait({ping}, timeout=self._ping_timeout_s)
         if not done:
-            reason = f"no answer in {self._database_timeout_s:g} s"
+            reason = f"no answer in {self._ping_timeout_s:g} s"
         elif ping.cancelled():
             reason = "cancelled"
         elif (error := ping.exception()) is not None:

@@ -8,6 +8,7 @@ SQLite-only; their PostgreSQL twins follow them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import sys
 import time
@@ -539,7 +540,7 @@ async def _unavailable_at_once(call: Any, name: str) -> DatabaseUnavailableError
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 async def test_a_postgres_that_is_down_fails_each_call_at_once_and_serves_again_once_back(
-    stoppable_postgres_server: PostgresServer, mode: str
+    stoppable_postgres_server: PostgresServer, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server is stopped ("fast": it ends every session with an admin shutdown;
     "immediate": it just drops them), so the pool's connections are dead and new ones are
@@ -547,10 +548,12 @@ async def test_a_postgres_that_is_down_fails_each_call_at_once_and_serves_again_
     at once, not asyncpg's ConnectionDoesNotExistError or a ConnectionRefusedError (a bug's
     traceback, and "Something went wrong" for the member). Started again on the same port and
     data, the same store serves again: the pool replaced its dead connections. A bad statement
-    is still a bug's own error."""
+    is still a bug's own error. The pool keeps no floor of connections, so asyncpg does not log
+    a traceback every few seconds while the server is down (the health check says it once)."""
     server = stoppable_postgres_server
     url = await server.new_database()
     name = redact_url(url)
+    caplog.set_level(logging.WARNING, logger="asyncpg")
     async with Store.open(url, timeout_s=LIMIT_S) as store:
         await store.update_guild_config(GUILD, cooldown_s=3.0)
         # The test server commits without waiting for its disk: what is committed is written
@@ -575,6 +578,8 @@ async def test_a_postgres_that_is_down_fails_each_call_at_once_and_serves_again_
                 )
             refused = await _unavailable_at_once(store.ping(), name)
             assert "Connect call failed" in str(refused), refused
+            await asyncio.sleep(1.5)  # asyncpg's first retry of a floor is 1 s after the first
+            assert not [r for r in caplog.records if r.name.startswith("asyncpg")], caplog.text
         finally:
             server.start_again()
         assert (await store.guild_config(GUILD)).cooldown_s == 3.0, "nothing was written"
