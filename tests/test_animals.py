@@ -191,7 +191,8 @@ def test_birds_grow_a_bird_on_the_coffee_table() -> None:
     Measured 2026-11-29 on a Xeon in fp32 (light / heavy / dog): seeds 1-3 0.210 / 0.088 /
     0.093, 4-6 0.186 / 0.113 / 0.097, 7-9 0.179 / 0.072 / 0.098, fp32 NCHW 0.181 / 0.073 /
     0.076, one thread 0.209 / 0.121 / 0.072: 1.8x-2.9x more bird than dog. By eye (256 and
-    512 px): two ringed, owl-like eyes over the saucer and a face in the cup, its beak not clear.
+    512 px): two ringed, owl-like eyes over the saucer and a face in the cup, as much a monkey's
+    as a bird's.
     """
     src = photo("coffee.png", 256)
     outs = [dreamed("birds", "coffee.png", s, 256) for s in SEEDS]
