@@ -108,11 +108,11 @@ Since each cutout is seen through a Gaussian blur of 1-5 px of its 224 px view (
   / 0.040; 0.128 / 0.139 / 0.041.
 The bars stay where they were.
 
-Since `birds` grows a superb parrot's head and its eye and beak beside the eagle (2026-11-29,
-for coffee.png: `test_birds_grow_a_bird_on_the_coffee_table`), same order: 0.358 / 0.400 /
-0.049; 0.325 / 0.303 / 0.046; 0.415 / 0.394 / 0.045; 0.375 / 0.370 / 0.045; 0.350 / 0.392 /
-0.044 (the rocket a long-necked bird with a ringed eye at its tip, the astronaut's face a
-bird's with a ringed eye and a beak).
+Since `birds` grows a superb parrot's head and its eye and beak beside the eagle (2026-11-29, an
+AMD EPYC in fp32, for coffee.png: `test_birds_grow_a_bird_on_the_coffee_table`), same order:
+0.358 / 0.400 / 0.049; 0.325 / 0.303 / 0.046; 0.415 / 0.394 / 0.045; 0.375 / 0.370 / 0.045;
+0.350 / 0.392 / 0.044 (the rocket a long-necked bird with a ringed eye at its tip, the
+astronaut's face a bird's with a ringed eye and a beak).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def test_birds_grow_a_bird_on_the_coffee_table() -> None:
     10x the photo's own bird mass in the light view, 4x through the heavy blur, and 1.5x more
     bird than dog (the face's eyes read as dog too).
 
-    Measured 2026-11-29 on a Xeon in fp32 (light / heavy / dog): seeds 1-3 0.210 / 0.088 /
+    Measured 2026-11-29 on an AMD EPYC in fp32 (light / heavy / dog): seeds 1-3 0.210 / 0.088 /
     0.093, 4-6 0.186 / 0.113 / 0.097, 7-9 0.179 / 0.072 / 0.098, fp32 NCHW 0.181 / 0.073 /
     0.076, one thread 0.209 / 0.121 / 0.072: 1.8x-2.9x more bird than dog. By eye (256 and
     512 px): two ringed, owl-like eyes over the saucer and a face in the cup, as much a monkey's
