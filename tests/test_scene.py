@@ -69,8 +69,9 @@ cats 0.705 / 0.716 / 0.712 / 0.713, birds 0.773 / 0.720 / 0.717 / 0.719, fish 0.
 0.711 / 0.712, insects 0.729 / 0.718 / 0.712 / 0.716, buildings 0.801 / 0.718 / 0.714 / 0.718;
 the lowest over seeds 1-9, fp32 NCHW and one thread 0.704-0.717 (`cats`' rocket 0.704-0.705,
 `fish`'s rocket 0.704 under NCHW: the thinnest, held by the scene floor).
-With a parrot's head beside the eagle in `birds` (2026-11-29, later, an AMD EPYC in fp32): 0.770 / 0.719 / 0.713 /
-0.718; its lowest dream over seeds 1-9, fp32 NCHW and one thread 0.713-0.714.
+With a parrot's head beside the eagle in `birds` (2026-11-29, later, an AMD EPYC in fp32):
+0.770 / 0.719 / 0.713 / 0.718; its lowest dream over seeds 1-9, fp32 NCHW and one thread
+0.713-0.714.
 The goal is asserted for every still preset (until 2026-11-28 `cats` was a strict xfail).
 """
 
