@@ -4,10 +4,14 @@
 thread count: another rounding, as another device has, so the quality tests can be tried on it
 without a GPU (a dream amplifies rounding like a different seed). Pool workers keep the defaults.
 `--seeds N` takes the quality tests' medians over seeds 1-N instead of 1-3 (tests/dreams.py).
+On a CPU the quality tests' dreams run in `--processes N` processes at once (default: one per
+core, up to 4, each with its share of the cores: one thread each on 2 cores; tests/dreams.py);
+with `--threads` alone, or on CUDA, they run in this process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--layout", choices=("auto", "nchw", "channels_last"), default="auto")
     group.addoption("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     group.addoption("--seeds", type=int, default=3, help="quality medians over seeds 1-N")
+    group.addoption(
+        "--processes",
+        type=int,
+        default=0,
+        help="quality dreams at once on a CPU (0: one per core, up to 4; 1 with --threads)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,6 +52,26 @@ def pytest_configure(config: pytest.Config) -> None:
     layout = config.getoption("layout")
     if layout != "auto":
         runner.default_layout = lambda device: layout  # what load_model gets in the runner
+    dreams.LAYOUT = layout
+    dreams.PROCESSES, dreams.THREADS = _processes(config, runner.default_device())
+
+
+def _processes(config: pytest.Config, device: str) -> tuple[int, int]:
+    """How many processes dream the quality tests' dreams at once, and each one's threads."""
+    cores = len(os.sched_getaffinity(0))
+    asked = config.getoption("processes")
+    if asked < 0:
+        raise pytest.UsageError("--processes takes a count of 1 or more (0: automatic)")
+    if device != "cpu" or (not asked and config.getoption("threads")):
+        return 1, 0  # in this process, as --threads (or torch) has it
+    n = asked or min(cores, 4)
+    return n, config.getoption("threads") or max(1, cores // n)
+
+
+def pytest_sessionfinish() -> None:
+    import dreams
+
+    dreams.close()
 
 
 def pytest_report_header() -> str:
@@ -58,7 +88,7 @@ def pytest_report_header() -> str:
     # The presets' `auto` precision: bf16 on CPUs with AVX512-BF16 or AMX, fp32 elsewhere.
     precision = precision_name(resolve_precision("auto", dev))
     threads, seeds = torch.get_num_threads(), len(dreams.SEEDS)
-    return (
-        f"dream device: {dev}{name}, {precision}, layout {layout}, {threads} threads, "
-        f"seeds 1-{seeds}"
-    )
+    where = f"{threads} threads"
+    if dreams.PROCESSES > 1:
+        where += f" (quality dreams: {dreams.PROCESSES} processes x {dreams.THREADS} thread)"
+    return f"dream device: {dev}{name}, {precision}, layout {layout}, {where}, seeds 1-{seeds}"

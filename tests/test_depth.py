@@ -14,13 +14,12 @@ import statistics
 
 import numpy as np
 import pytest
-from dreams import SEEDS
+from dreams import SEEDS, run_jobs
 from photos import photo, png_bytes
 from spectra import band_shares
 
 from dreamcore.images import decode_image
 from dreamcore.jobs import DreamOverrides, JobSpec
-from dreamcore.runner import run_job
 
 SIDE = 384
 
@@ -29,12 +28,18 @@ SIDE = 384
 def shares() -> dict[str, tuple[float, float]]:
     src = photo("rocket.jpg", SIDE)
     grey = np.asarray(src.convert("L"), dtype=np.float64)
+    presets = ("edges", "patterns", "shapes")
+    specs = [
+        JobSpec(preset=preset, overrides=DreamOverrides(max_size=SIDE), seed=seed)
+        for preset in presets
+        for seed in SEEDS
+    ]
+    results = iter(run_jobs([(png_bytes(src), spec) for spec in specs]))
     out = {}
-    for preset in ("edges", "patterns", "shapes"):
+    for preset in presets:
         runs = []
-        for seed in SEEDS:
-            spec = JobSpec(preset=preset, overrides=DreamOverrides(max_size=SIDE), seed=seed)
-            dreamed = decode_image(run_job(png_bytes(src), spec).image).rgb
+        for _ in SEEDS:
+            dreamed = decode_image(next(results).image).rgb
             runs.append(band_shares(np.asarray(dreamed.convert("L"), dtype=np.float64) - grey))
         out[preset] = (
             statistics.median(c for c, _ in runs),

@@ -32,7 +32,7 @@ from functools import cache
 import pytest
 import torch
 from drawn import daisies
-from dreams import SEEDS
+from dreams import SEEDS, run_jobs
 from judge import class_mass, heavy, light, structure
 from photos import photo, png_bytes, tensor
 
@@ -40,7 +40,7 @@ from dreamcore.images import decode_image
 from dreamcore.jobs import JobSpec
 from dreamcore.models import LOGITS, load_model
 from dreamcore.objectives import CLASS_GROUPS, guide_classes
-from dreamcore.runner import GUIDE_SIDE, run_job
+from dreamcore.runner import GUIDE_SIDE
 
 PHOTOS = ("rocket.jpg", "coffee.png", "astronaut.png")
 SIDE = 256
@@ -64,19 +64,24 @@ def guided(which: str) -> list[Reading]:
     """One reading per photo and seed, each dream guided by `which` (judged once)."""
     make, group = GUIDES[which]
     data = png_bytes(make())
+    keys = [(name, seed) for name in PHOTOS for seed in SEEDS]
+    results = run_jobs(
+        [
+            (png_bytes(photo(name, SIDE)), JobSpec(preset="guide", guide=data, seed=seed))
+            for name, seed in keys
+        ]
+    )
     readings = []
-    for name in PHOTOS:
+    for (name, seed), result in zip(keys, results, strict=True):
         src = photo(name, SIDE)
-        for seed in SEEDS:
-            spec = JobSpec(preset="guide", guide=data, seed=seed)
-            out = decode_image(run_job(png_bytes(src), spec).image).rgb
-            r = Reading(
-                class_mass(light(out), group)[0],
-                class_mass(heavy(out), group)[0],
-                structure(src, out, 96),
-            )
-            print(f"\n{which}: {name} seed {seed}: {r}")
-            readings.append(r)
+        out = decode_image(result.image).rgb
+        r = Reading(
+            class_mass(light(out), group)[0],
+            class_mass(heavy(out), group)[0],
+            structure(src, out, 96),
+        )
+        print(f"\n{which}: {name} seed {seed}: {r}")
+        readings.append(r)
     return readings
 
 
