@@ -7,12 +7,14 @@ photo), so the judge costs no extra dreaming.
 (conftest), to see whether a bar met at three seeds holds over more.
 
 On a CPU the quality tests' dreams run `PROCESSES` at a time (`prefetch`, `run_jobs`), each in
-a process of `THREADS` torch threads (one on 2 cores): two single-threaded processes make about
-1.5x the dreams of one two-threaded process on 2 cores (`dreamcore bench --pool`, README:
-1.52x), and the quality tests are most of the suite's time. A dream on one thread rounds as one
-thread does, a rounding every quality bar is measured on (the "one thread" readings in the
-tests' docstrings). `PROCESSES` is 1 on CUDA and with `--threads` alone (conftest): the dreams
-then run in this process.
+a process of `THREADS` torch threads (one on 2 cores). The quality tests are most of the suite's
+time, and a small dream keeps two threads only partly busy: on the 2-core AMD EPYC,
+`test_animals` and `test_scene` took 486 s in two single-threaded processes against 614 s in one
+two-threaded process (1.26x; `dreamcore bench --pool` finds 1.52x for 512 px jobs). A dream on
+one thread rounds as one thread does: `test_animals` and `test_scene` had measured every bar on
+it (their docstrings' "one thread" readings), and `test_guide` and `test_depth` pass on it. `PROCESSES` is 1 on CUDA and with `--threads` alone
+(conftest): the dreams then run in this process. `test_dogs` keeps its dreams in the test
+process (its docstring says why).
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def run_jobs(jobs: Sequence[tuple[bytes, JobSpec]]) -> list[JobResult]:
 
 
 def parallel(fn: Callable[[A], R], args: Sequence[A]) -> list[R]:
-    """`fn` over `args` in order: here, or with `PROCESSES` > 1 on that many single-threaded
-    processes (spawned once, warm for the rest of the session)."""
+    """`fn` over `args` in order: here, or with `PROCESSES` > 1 on that many processes (spawned
+    once, then warm for the rest of the session: each loads the model once)."""
     if PROCESSES <= 1 or len(args) <= 1:
         return [fn(a) for a in args]
     global _executor
