@@ -117,7 +117,10 @@ astronaut's face a bird's with a ringed eye and a beak).
 Since the suite dreams these in two single-threaded processes on 2 cores (tests/dreams.py;
 2026-11-29, an AMD EPYC in fp32), CI reads the one-thread rounding: cats 0.470 / 0.468 / 0.039,
 birds 0.350 / 0.392 / 0.044, fish 0.317 / 0.407 / 0.028, insects 0.522 / 0.463 / 0.027,
-buildings 0.140 / 0.143 / 0.040.
+buildings 0.140 / 0.143 / 0.040. Since `insects` grows a Colorado potato beetle's features beside
+the swallowtail's (the same day; docs/presets.md, "`insects`: a beetle beside the swallowtail"):
+insects 0.556 / 0.528 / 0.019 (seeds 4-6 0.569 / 0.525 / 0.023; two threads 0.538 / 0.497 /
+0.019): striped beetle shells with legs where it grew wings.
 """
 
 from __future__ import annotations
