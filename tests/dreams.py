@@ -12,9 +12,10 @@ time, and a small dream keeps two threads only partly busy: on the 2-core AMD EP
 `test_animals` and `test_scene` took 486 s in two single-threaded processes against 614 s in one
 two-threaded process (1.26x; `dreamcore bench --pool` finds 1.52x for 512 px jobs). A dream on
 one thread rounds as one thread does: `test_animals` and `test_scene` had measured every bar on
-it (their docstrings' "one thread" readings), and `test_guide` and `test_depth` pass on it. `PROCESSES` is 1 on CUDA and with `--threads` alone
-(conftest): the dreams then run in this process. `test_dogs` keeps its dreams in the test
-process (its docstring says why).
+it (their docstrings' "one thread" readings), and `test_guide` and `test_depth` pass on it.
+Every such dream goes to the processes, a lone one too, so none takes another rounding.
+`PROCESSES` is 1 on CUDA and with `--threads` alone (conftest): the dreams then run in this
+process. `test_dogs` keeps its dreams in the test process (its docstring says why).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def run_jobs(jobs: Sequence[tuple[bytes, JobSpec]]) -> list[JobResult]:
 def parallel(fn: Callable[[A], R], args: Sequence[A]) -> list[R]:
     """`fn` over `args` in order: here, or with `PROCESSES` > 1 on that many processes (spawned
     once, then warm for the rest of the session: each loads the model once)."""
-    if PROCESSES <= 1 or len(args) <= 1:
+    if PROCESSES <= 1 or not args:
         return [fn(a) for a in args]
     global _executor
     if _executor is None:

@@ -28,19 +28,17 @@ SIDE = 384
 def shares() -> dict[str, tuple[float, float]]:
     src = photo("rocket.jpg", SIDE)
     grey = np.asarray(src.convert("L"), dtype=np.float64)
-    presets = ("edges", "patterns", "shapes")
     specs = [
         JobSpec(preset=preset, overrides=DreamOverrides(max_size=SIDE), seed=seed)
-        for preset in presets
+        for preset in ("edges", "patterns", "shapes")
         for seed in SEEDS
     ]
-    results = iter(run_jobs([(png_bytes(src), spec) for spec in specs]))
+    by_preset: dict[str, list[tuple[float, float]]] = {}
+    for spec, result in zip(specs, run_jobs([(png_bytes(src), s) for s in specs]), strict=True):
+        dreamed = np.asarray(decode_image(result.image).rgb.convert("L"), dtype=np.float64)
+        by_preset.setdefault(spec.preset, []).append(band_shares(dreamed - grey))
     out = {}
-    for preset in presets:
-        runs = []
-        for _ in SEEDS:
-            dreamed = decode_image(next(results).image).rgb
-            runs.append(band_shares(np.asarray(dreamed.convert("L"), dtype=np.float64) - grey))
+    for preset, runs in by_preset.items():
         out[preset] = (
             statistics.median(c for c, _ in runs),
             statistics.median(f for _, f in runs),

@@ -138,10 +138,10 @@ def test_each_shipped_picture_is_its_kind_to_the_network(
     crop of scikit-image's eagle) 0.61 birds (vulture 0.18, kite, bald eagle); the superb parrot's
     head 0.48 (goldfinch 0.10, toucan 0.08) and its eye and beak 0.78 (goldfinch 0.32, toucan,
     bee eater); the Taj Mahal 0.46 buildings (mosque 0.40); Big Ben 0.24 (church 0.10,
-    monastery, palace; bell cote 0.21, not in the group); the tabby 0.89 cats and its closer crop 0.88 (tabby 0.50, tiger cat 0.30); the
-    swallowtail's body 0.88 insects (ringlet 0.54, cabbage butterfly 0.29); the Colorado potato
-    beetle 0.96 (leaf beetle 0.87, ground beetle 0.05); the tuna's head 0.96
-    fish (barracouta 0.61, coho 0.31)."""
+    monastery, palace; bell cote 0.21, not in the group); the tabby 0.89 cats and its closer
+    crop 0.88 (tabby 0.50, tiger cat 0.30); the swallowtail's body 0.88 insects (ringlet 0.54,
+    cabbage butterfly 0.29); the Colorado potato beetle 0.96 (leaf beetle 0.87, ground beetle
+    0.05); the tuna's head 0.96 fish (barracouta 0.61, coho 0.31)."""
     from photos import tensor
 
     shipped = bundled_picture(picture)
